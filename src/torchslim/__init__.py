@@ -1,0 +1,58 @@
+"""torchslim: make trained PyTorch models smaller and faster for inference, measured honestly.
+
+Public names are imported lazily, so ``import torchslim`` loads neither torch backends
+(ONNX Runtime, OpenVINO) nor CUDA, and configures no logging.
+
+Example::
+
+    import torchslim
+    model = torchslim.load_model("torchslim:fashion_cnn")
+    data = torchslim.load_data("torchslim:fashion_mnist")
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from torchslim._version import __version__
+
+if TYPE_CHECKING:
+    from torchslim.data import DataSet, load_data
+    from torchslim.evaluate import Evaluator, Fidelity, fidelity
+    from torchslim.models import InputSpec, LoadedModel, load_model, parse_input_spec
+    from torchslim.passes import PassContext, apply_pass, list_passes
+    from torchslim.runtimes import build, list_runtimes
+
+# public name -> module that defines it
+_LAZY: dict[str, str] = {
+    "DataSet": "torchslim.data",
+    "load_data": "torchslim.data",
+    "Evaluator": "torchslim.evaluate",
+    "Fidelity": "torchslim.evaluate",
+    "fidelity": "torchslim.evaluate",
+    "InputSpec": "torchslim.models",
+    "LoadedModel": "torchslim.models",
+    "load_model": "torchslim.models",
+    "parse_input_spec": "torchslim.models",
+    "PassContext": "torchslim.passes",
+    "apply_pass": "torchslim.passes",
+    "list_passes": "torchslim.passes",
+    "build": "torchslim.runtimes",
+    "list_runtimes": "torchslim.runtimes",
+}
+
+__all__ = ["__version__", *sorted(_LAZY)]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'torchslim' has no attribute '{name}'")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

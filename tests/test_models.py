@@ -1,0 +1,185 @@
+"""Model sources: every source type, and the refusals."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from torchslim.errors import ShapeError, SourceError, UntrustedPickleError
+from torchslim.models import InputSpec, TensorSpec, load_model, parse_input_spec
+
+
+def test_torchvision_source_builds_resnet18() -> None:
+    m = load_model("torchvision:resnet18")
+    assert m.kind == "torchvision"
+    assert not m.require_module().training
+    assert m.input_spec is not None and m.input_spec.inputs[0].shape == (1, 3, 224, 224)
+    assert sum(p.numel() for p in m.require_module().parameters()) == 11_689_512
+
+
+def test_unknown_torchvision_name() -> None:
+    with pytest.raises(SourceError, match="no model named"):
+        load_model("torchvision:resnet_nope")
+
+
+def test_unknown_prefix_is_clear() -> None:
+    with pytest.raises(SourceError, match="Unknown model source") as info:
+        load_model("nonsense source")
+    assert info.value.hint and "torchvision:" in info.value.hint
+
+
+def test_factory_source(tiny_model: torch.nn.Module) -> None:
+    m = load_model("support_models:tiny", input_spec="1x1x8x8")
+    assert m.kind == "factory"
+    x = torch.rand(2, 1, 8, 8)
+    torch.testing.assert_close(m.require_module()(x), tiny_model(x))
+
+
+def test_factory_must_return_module() -> None:
+    with pytest.raises(SourceError, match="not a torch.nn.Module"):
+        load_model("support_models:not_a_model")
+    with pytest.raises(SourceError, match="Cannot import"):
+        load_model("no_such_pkg.mod:factory")
+
+
+def test_state_dict_checkpoint_needs_arch(tmp_path: Path, tiny_model: torch.nn.Module) -> None:
+    path = tmp_path / "w.pt"
+    torch.save(tiny_model.state_dict(), path)
+    before = path.read_bytes()
+    with pytest.raises(SourceError, match="weights only") as info:
+        load_model(str(path))
+    assert "--arch" in (info.value.hint or "")
+    m = load_model(str(path), arch="support_models:tiny", input_spec="1x1x8x8")
+    assert m.kind == "checkpoint"
+    x = torch.rand(1, 1, 8, 8)
+    torch.testing.assert_close(m.require_module()(x), tiny_model(x))
+    assert path.read_bytes() == before  # the user's file is untouched
+
+
+def test_nested_state_dict_and_wrong_arch(tmp_path: Path, tiny_model: torch.nn.Module) -> None:
+    path = tmp_path / "ckpt.pth"
+    torch.save({"state_dict": tiny_model.state_dict(), "epoch": 3}, path)
+    assert load_model(str(path), arch="support_models:tiny").kind == "checkpoint"
+    with pytest.raises(SourceError, match="do not fit architecture"):
+        load_model(str(path), arch="torchvision:resnet18")
+
+
+def test_safetensors_source(tmp_path: Path, tiny_model: torch.nn.Module) -> None:
+    path = tmp_path / "w.safetensors"
+    save_file(tiny_model.state_dict(), str(path))
+    m = load_model(str(path), arch="support_models:tiny")
+    x = torch.rand(1, 1, 8, 8)
+    torch.testing.assert_close(m.require_module()(x), tiny_model(x))
+
+
+def test_corrupt_safetensors(tmp_path: Path) -> None:
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(SourceError, match="not a valid safetensors"):
+        load_model(str(path), arch="support_models:tiny")
+
+
+def test_pickled_module_refused_without_trust(tmp_path: Path, tiny_model: torch.nn.Module) -> None:
+    path = tmp_path / "full.pt"
+    torch.save(tiny_model, path)
+    with pytest.raises(UntrustedPickleError, match="arbitrary code") as info:
+        load_model(str(path))
+    assert "--trust-pickle" in (info.value.hint or "")
+    m = load_model(str(path), trust_pickle=True)
+    assert m.kind == "pickle"
+
+
+def test_malicious_pickle_never_executes(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):  # type: ignore[no-untyped-def]
+            return (Path.touch, (marker,))
+
+    path = tmp_path / "evil.pt"
+    with path.open("wb") as fh:
+        pickle.dump(Evil(), fh)
+    with pytest.raises(SourceError):
+        load_model(str(path))
+    assert not marker.exists()
+
+
+def test_corrupt_and_empty_files(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    with pytest.raises(SourceError, match="empty"):
+        load_model(str(empty))
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"PK\x03\x04 truncated zip")
+    with pytest.raises(SourceError):
+        load_model(str(bad))
+    with pytest.raises(SourceError, match="does not exist"):
+        load_model(str(tmp_path / "missing.pt"))
+
+
+def test_torchscript_source(tmp_path: Path, tiny_model: torch.nn.Module) -> None:
+    path = tmp_path / "m.pt"
+    torch.jit.save(torch.jit.trace(tiny_model, torch.rand(1, 1, 8, 8)), str(path))
+    m = load_model(str(path))
+    assert m.kind == "torchscript"
+    x = torch.rand(1, 1, 8, 8)
+    torch.testing.assert_close(m.require_module()(x), tiny_model(x))
+
+
+def test_exported_program_source(tmp_path: Path, tiny_model: torch.nn.Module) -> None:
+    path = tmp_path / "m.pt2"
+    x = torch.rand(2, 1, 8, 8)
+    torch.export.save(torch.export.export(tiny_model, (x,)), str(path))
+    m = load_model(str(path))
+    assert m.kind == "exported"
+    assert m.input_spec is not None and m.input_spec.inputs[0].shape == (2, 1, 8, 8)
+    torch.testing.assert_close(m.require_module()(x), tiny_model(x))
+
+
+def test_onnx_source(tmp_path: Path, tiny_model: torch.nn.Module) -> None:
+    from torchslim.runtimes.onnx_export import export_onnx
+
+    path = export_onnx(tiny_model, (torch.rand(2, 1, 8, 8),), tmp_path / "m.onnx")
+    m = load_model(str(path))
+    assert m.kind == "onnx" and m.module is None
+    assert m.input_spec is not None and m.input_spec.inputs[0].shape[1:] == (1, 8, 8)
+    with pytest.raises(SourceError, match="ONNX graph"):
+        m.require_module()
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not onnx")
+    with pytest.raises(SourceError, match="not a valid ONNX"):
+        load_model(str(bad))
+
+
+def test_parse_input_spec_forms() -> None:
+    s = parse_input_spec("1x3x224x224")
+    assert s.inputs == (TensorSpec("input", (1, 3, 224, 224)),)
+    s = parse_input_spec("input_ids:2x128:int64,attention_mask:2x128:int64")
+    assert s.names == ("input_ids", "attention_mask")
+    assert s.inputs[0].dtype == "int64" and s.inputs[0].dynamic_axes == (0, 1)
+    ids, mask = s.example_inputs()
+    assert ids.shape == (2, 128) and ids.dtype == torch.int64
+    assert set(mask.unique().tolist()) <= {0, 1}
+    assert parse_input_spec("1x3x8x8:fp16").inputs[0].dtype == "float16"
+    for bad in ("", "axb", "1x3:complex", "0x3"):
+        with pytest.raises(ShapeError):
+            parse_input_spec(bad)
+
+
+def test_input_spec_examples_are_seeded_and_checked() -> None:
+    spec = InputSpec((TensorSpec("input", (1, 3, 4, 4)),))
+    a = spec.example_inputs(batch_size=5, seed=3)[0]
+    b = spec.example_inputs(batch_size=5, seed=3)[0]
+    assert a.shape == (5, 3, 4, 4)
+    torch.testing.assert_close(a, b)
+    spec.check((torch.rand(8, 3, 4, 4),))  # batch axis is dynamic
+    with pytest.raises(ShapeError, match="expected"):
+        spec.check((torch.rand(1, 3, 5, 4),))
+    with pytest.raises(ShapeError, match="dtype"):
+        spec.check((torch.zeros(1, 3, 4, 4, dtype=torch.int64),))
+    with pytest.raises(ShapeError, match="expects 1 input"):
+        spec.check((torch.rand(1, 3, 4, 4), torch.rand(1)))
