@@ -23,8 +23,11 @@ def _labelled(n: int = 100, classes: int = 4) -> DataSet:
 
 def test_npz_source(tmp_path: Path) -> None:
     path = tmp_path / "d.npz"
-    np.savez(path, x=np.random.default_rng(0).integers(0, 255, (10, 1, 4, 4), dtype=np.uint8),
-             y=np.arange(10) % 2)
+    np.savez(
+        path,
+        x=np.random.default_rng(0).integers(0, 255, (10, 1, 4, 4), dtype=np.uint8),
+        y=np.arange(10) % 2,
+    )
     ds = load_data(str(path))
     assert len(ds) == 10 and ds.inputs[0].dtype == torch.float32
     assert float(ds.inputs[0].max()) <= 1.0  # uint8 scaled to [0, 1]
@@ -48,8 +51,15 @@ def test_pt_source_and_pickle_refusal(tmp_path: Path) -> None:
     ds = load_data(str(path))
     assert ds.inputs[0].shape == (6, 3) and ds.labels is not None
     multi = tmp_path / "m.pt"
-    torch.save({"x": {"input_ids": torch.ones(4, 8, dtype=torch.long),
-                      "attention_mask": torch.ones(4, 8, dtype=torch.long)}}, multi)
+    torch.save(
+        {
+            "x": {
+                "input_ids": torch.ones(4, 8, dtype=torch.long),
+                "attention_mask": torch.ones(4, 8, dtype=torch.long),
+            }
+        },
+        multi,
+    )
     ds = load_data(str(multi))
     assert ds.input_names == ("input_ids", "attention_mask")
 

@@ -40,7 +40,7 @@ def test_factory_source(tiny_model: torch.nn.Module) -> None:
 
 
 def test_factory_must_return_module() -> None:
-    with pytest.raises(SourceError, match="not a torch.nn.Module"):
+    with pytest.raises(SourceError, match=r"not a torch\.nn\.Module"):
         load_model("support_models:not_a_model")
     with pytest.raises(SourceError, match="Cannot import"):
         load_model("no_such_pkg.mod:factory")

@@ -69,7 +69,9 @@ class DataSet:
 
     def __post_init__(self) -> None:
         n = len(self.inputs[0]) if self.inputs else 0
-        if any(len(x) != n for x in self.inputs) or (self.labels is not None and len(self.labels) != n):
+        if any(len(x) != n for x in self.inputs) or (
+            self.labels is not None and len(self.labels) != n
+        ):
             raise DataError(
                 f"Data '{self.name}' has inputs and labels of different lengths.",
                 "Give the same number of samples for every array.",
@@ -148,7 +150,7 @@ class DataSet:
         for g in groups:
             start = 0
             for k, frac in fractions.items():
-                cnt = int(round(frac * len(g)))
+                cnt = round(frac * len(g))
                 parts[k].append(g[start : start + cnt])
                 start += cnt
         out = {}
@@ -394,8 +396,13 @@ def _pt(path: Path) -> DataSet:
     else:
         names, inputs = ("input",), (x,)
     y = y.long() if y is not None else None
-    return DataSet(str(path), inputs, y, num_classes=int(y.max()) + 1 if y is not None else None,
-                   input_names=names)
+    return DataSet(
+        str(path),
+        inputs,
+        y,
+        num_classes=int(y.max()) + 1 if y is not None else None,
+        input_names=names,
+    )
 
 
 def _factory(source: str, limit: int | None) -> DataSet:
@@ -427,8 +434,12 @@ def _factory(source: str, limit: int | None) -> DataSet:
         if y is not None:
             ys.append(int(y))
     labels = torch.tensor(ys) if len(ys) == n and ys else None
-    return DataSet(source, (torch.stack(xs),), labels,
-                   num_classes=int(labels.max()) + 1 if labels is not None else None)
+    return DataSet(
+        source,
+        (torch.stack(xs),),
+        labels,
+        num_classes=int(labels.max()) + 1 if labels is not None else None,
+    )
 
 
 def _image_folder(path: Path, input_spec: InputSpec | None, opts: Mapping[str, str]) -> DataSet:
@@ -477,7 +488,9 @@ def _resize_center_crop(img: Any, size: int) -> Any:
 
     w, h = img.size
     scale = size / min(w, h)
-    img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BILINEAR)
+    img = img.resize(
+        (max(size, round(w * scale)), max(size, round(h * scale))), Image.Resampling.BILINEAR
+    )
     w, h = img.size
     left, top = (w - size) // 2, (h - size) // 2
     return img.crop((left, top, left + size, top + size))

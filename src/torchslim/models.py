@@ -149,7 +149,9 @@ class InputSpec:
         out = []
         for t in spec.inputs:
             if t.dtype in ("int64", "int32", "uint8"):
-                x = torch.randint(int(t.low), int(t.high), t.shape, generator=gen, dtype=torch.int64)
+                x = torch.randint(
+                    int(t.low), int(t.high), t.shape, generator=gen, dtype=torch.int64
+                )
                 out.append(x.to(t.torch_dtype))
             elif t.dtype == "bool":
                 out.append(torch.ones(t.shape, dtype=torch.bool))
@@ -168,7 +170,8 @@ class InputSpec:
         for t, x in zip(self.inputs, inputs, strict=True):
             shape = tuple(getattr(x, "shape", ()))
             if len(shape) != len(t.shape) or any(
-                a != b for i, (a, b) in enumerate(zip(shape, t.shape, strict=True))
+                a != b
+                for i, (a, b) in enumerate(zip(shape, t.shape, strict=True))
                 if i not in t.dynamic_axes
             ):
                 raise ShapeError(
@@ -191,9 +194,7 @@ class InputSpec:
         }
 
     def __str__(self) -> str:
-        return ", ".join(
-            f"{t.name}:{'x'.join(map(str, t.shape))}:{t.dtype}" for t in self.inputs
-        )
+        return ", ".join(f"{t.name}:{'x'.join(map(str, t.shape))}:{t.dtype}" for t in self.inputs)
 
 
 def parse_input_spec(text: str) -> InputSpec:
@@ -364,7 +365,9 @@ def _load_torchvision(src: str, name: str, spec: InputSpec | None) -> LoadedMode
             "See torchvision.models.list_models() for the names.",
         ) from exc
     size = 299 if name.startswith("inception") else 224
-    return LoadedModel(src, "torchvision", module, spec or _image_spec(3, size), task="classification")
+    return LoadedModel(
+        src, "torchvision", module, spec or _image_spec(3, size), task="classification"
+    )
 
 
 def _load_timm(src: str, name: str, spec: InputSpec | None) -> LoadedModel:
@@ -402,7 +405,9 @@ def _load_hf(src: str, directory: str, spec: InputSpec | None) -> LoadedModel:
 
     encoder: SentenceEncoder = load_hf_encoder(path)
     vocab = int(getattr(encoder.config, "vocab_size", 30522))
-    return LoadedModel(src, "hf", encoder, spec or _text_spec(128, vocab), path=path, task="embedding")
+    return LoadedModel(
+        src, "hf", encoder, spec or _text_spec(128, vocab), path=path, task="embedding"
+    )
 
 
 def _load_reference(src: str, name: str, spec: InputSpec | None) -> LoadedModel:
@@ -451,8 +456,9 @@ def _is_exported_program(path: Path) -> bool:
     if not zipfile.is_zipfile(path):
         return False
     with zipfile.ZipFile(path) as zf:
-        return any(n.endswith("serialized_exported_program.json") or "/models/" in n
-                   for n in zf.namelist())
+        return any(
+            n.endswith("serialized_exported_program.json") or "/models/" in n for n in zf.namelist()
+        )
 
 
 def _load_file(
@@ -481,8 +487,10 @@ def _load_file(
 
         try:
             module = torch.jit.load(str(path), map_location="cpu")
-        except Exception as exc:  # noqa: BLE001 - any failure here means a bad file
-            raise SourceError(f"'{path}' looks like TorchScript but failed to load: {exc}.") from exc
+        except Exception as exc:
+            raise SourceError(
+                f"'{path}' looks like TorchScript but failed to load: {exc}."
+            ) from exc
         return LoadedModel(src, "torchscript", module, spec, path=path)
     return _load_pickle_checkpoint(src, path, arch, spec, trust_pickle)
 
@@ -493,7 +501,7 @@ def _load_onnx(src: str, path: Path, spec: InputSpec | None) -> LoadedModel:
     try:
         proto = onnx.load(str(path), load_external_data=False)
         onnx.checker.check_model(proto)
-    except Exception as exc:  # noqa: BLE001 - onnx raises several unrelated types
+    except Exception as exc:
         raise SourceError(
             f"'{path}' is not a valid ONNX model: {str(exc).splitlines()[0]}.",
             "Re-export it with torch.onnx.export or give the PyTorch model.",
@@ -503,8 +511,15 @@ def _load_onnx(src: str, path: Path, spec: InputSpec | None) -> LoadedModel:
     return LoadedModel(src, "onnx", None, spec, path=path, onnx_path=path)
 
 
-_ONNX_DTYPES = {1: "float32", 10: "float16", 16: "bfloat16", 7: "int64", 6: "int32", 2: "uint8",
-                9: "bool"}
+_ONNX_DTYPES = {
+    1: "float32",
+    10: "float16",
+    16: "bfloat16",
+    7: "int64",
+    6: "int32",
+    2: "uint8",
+    9: "bool",
+}
 
 
 def _onnx_input_spec(proto: Any) -> InputSpec | None:
@@ -523,7 +538,9 @@ def _onnx_input_spec(proto: Any) -> InputSpec | None:
                 dyn.append(i)
         dtype = _ONNX_DTYPES.get(tt.elem_type, "float32")
         high = 2.0 if "mask" in inp.name else (1000.0 if dtype in ("int64", "int32") else 1.0)
-        specs.append(TensorSpec(inp.name, tuple(dims) or (1,), dtype, tuple(dyn) or (0,), 0.0, high))
+        specs.append(
+            TensorSpec(inp.name, tuple(dims) or (1,), dtype, tuple(dyn) or (0,), 0.0, high)
+        )
     return InputSpec(tuple(specs)) if specs else None
 
 
@@ -532,7 +549,7 @@ def _load_exported(src: str, path: Path, spec: InputSpec | None) -> LoadedModel:
 
     try:
         ep = torch.export.load(str(path))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise SourceError(
             f"'{path}' is not a loadable torch.export program: {str(exc).splitlines()[0]}.",
             "Save it with torch.export.save(torch.export.export(model, args), 'model.pt2').",
@@ -547,14 +564,18 @@ def _load_exported(src: str, path: Path, spec: InputSpec | None) -> LoadedModel:
     return LoadedModel(src, "exported", ep.module(), spec, path=path)
 
 
-def _load_safetensors(src: str, path: Path, arch: str | None, spec: InputSpec | None) -> LoadedModel:
+def _load_safetensors(
+    src: str, path: Path, arch: str | None, spec: InputSpec | None
+) -> LoadedModel:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
-        raise SourceError(f"'{path}' is not a valid safetensors file: {exc}.", "Re-save it.") from exc
+        raise SourceError(
+            f"'{path}' is not a valid safetensors file: {exc}.", "Re-save it."
+        ) from exc
     return _apply_state_dict(src, path, state, arch, spec)
 
 
@@ -578,7 +599,7 @@ def _load_pickle_checkpoint(
             ) from exc
         try:
             obj = torch.load(str(path), map_location="cpu", weights_only=False)
-        except Exception as exc2:  # noqa: BLE001
+        except Exception as exc2:
             raise SourceError(f"Cannot load '{path}': {exc2}.") from exc2
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         raise SourceError(
@@ -626,7 +647,12 @@ def _apply_state_dict(
             "Check --arch matches the model the weights were trained with.",
         ) from exc
     return LoadedModel(
-        src, "checkpoint", module, spec or base.input_spec, path=path, task=base.task,
+        src,
+        "checkpoint",
+        module,
+        spec or base.input_spec,
+        path=path,
+        task=base.task,
         metadata=dict(base.metadata),
     )
 

@@ -80,8 +80,14 @@ def export_onnx(
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    names = list(input_names) if input_names else (
-        ["input"] if len(example_inputs) == 1 else [f"input{i}" for i in range(len(example_inputs))]
+    names = (
+        list(input_names)
+        if input_names
+        else (
+            ["input"]
+            if len(example_inputs) == 1
+            else [f"input{i}" for i in range(len(example_inputs))]
+        )
     )
     shapes = _dynamic_shapes(example_inputs, dynamic_axes) if dynamic else None
     fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=path.parent)
@@ -105,10 +111,12 @@ def export_onnx(
         os.replace(tmp, path)
     except ExportError:
         raise
-    except Exception as exc:  # noqa: BLE001 - exporter failures come in many types
+    except Exception as exc:
         lines = [ln for ln in str(exc).splitlines() if ln.strip()]
-        reason = next((ln for ln in lines if "Unsupported" in ln or "not supported" in ln),
-                      lines[0] if lines else type(exc).__name__)
+        reason = next(
+            (ln for ln in lines if "Unsupported" in ln or "not supported" in ln),
+            lines[0] if lines else type(exc).__name__,
+        )
         raise ExportError(
             f"ONNX export failed: {reason.strip()[:300]}",
             "Try another runtime (--runtime inductor or torchscript), or rerun with --debug for the "
