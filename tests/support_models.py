@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 import torch
 from torch import nn
 
@@ -36,3 +39,26 @@ def tiny_dataset() -> list[tuple[torch.Tensor, int]]:
     """A map-style dataset of 12 (x, y) pairs."""
     g = torch.Generator().manual_seed(1)
     return [(torch.rand(1, 8, 8, generator=g), i % 3) for i in range(12)]
+
+
+def write_tiny_onnx(path: Path) -> None:
+    """Write a 4->3 MatMul+Add ONNX graph with a dynamic batch axis."""
+    onnx = pytest.importorskip("onnx")
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.ones((4, 3), dtype=np.float32), "w")
+    bias = numpy_helper.from_array(np.zeros(3, dtype=np.float32), "bias")
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["input", "w"], ["mm"]),
+            helper.make_node("Add", ["mm", "bias"], ["output"]),
+        ],
+        "tiny",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 3])],
+        [w, bias],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))

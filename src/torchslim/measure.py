@@ -1,0 +1,1138 @@
+"""Honest speed, memory and size measurements.
+
+How a latency is measured (:func:`time_callable`, :func:`measure_models`):
+
+1. **First call** is timed on its own and reported as ``first_call_ms``; it never enters the
+   steady-state statistics (it pays for lazy initialisation, allocator growth, kernel selection).
+2. **Warm-up** runs windows of ``warmup_window`` calls until the medians of two consecutive
+   windows differ by less than ``warmup_tolerance`` (bounded by ``min_warmup_calls``,
+   ``max_warmup_calls`` and ``max_warmup_s``).
+3. **Measured runs** continue until there are at least ``min_samples`` samples *and*
+   ``min_time_s`` seconds of them, or ``max_time_s`` / ``max_samples`` is reached. Every call is
+   timed individually (with CUDA synchronised on GPU) under ``torch.inference_mode``.
+4. **Statistics**: p50/p90/p99 (linear interpolation), mean, sample std, min, max, and a
+   distribution-free 95% confidence interval on the median from order statistics (exact binomial
+   ranks up to 1000 samples, normal approximation above).
+
+Several models are measured **interleaved** (A B A B … in blocks of about ``round_time_s``), so
+machine drift (other processes, thermal throttling) hits them all alike; compare them by ratio.
+
+Throughput is ``batch_size / mean latency`` (sustained items per second). Peak memory is the
+growth above the level before the model's first call at that batch size — RSS on CPU (a
+background psutil sampler, refined by the kernel's high-water mark on Linux), the CUDA
+allocator's peak on GPU — so it covers activations and workspace, not weights or inputs. FLOPs
+come from :class:`torch.utils.flop_counter.FlopCounterMode` (matmuls and convolutions it knows;
+quantised kernels are not counted). ``percent_of_peak`` divides the achieved FLOP/s by the
+machine's GEMM peak (:func:`torchslim.machine.machine_peak`) for the model's dominant dtype.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import math
+import os
+import statistics
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from torchslim.errors import BackendUnavailableError, ShapeError, SourceError, TorchslimError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from torchslim.machine import MachineInfo, PeakFlops
+    from torchslim.models import InputSpec, LoadedModel
+
+__all__ = [
+    "BatchMeasurement",
+    "BenchTarget",
+    "LatencyStats",
+    "Measurement",
+    "TimingConfig",
+    "TimingResult",
+    "count_flops",
+    "latency_stats",
+    "measure_models",
+    "measurements_to_dict",
+    "median_ci",
+    "percentile",
+    "time_callable",
+]
+
+Clock = Callable[[], float]
+ProgressFn = Callable[[str, float], None]
+
+_MIB = 2**20
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration and statistics
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TimingConfig:
+    """How long to warm up and how many samples to take.
+
+    Attributes:
+        warmup_window: Calls per warm-up window.
+        warmup_tolerance: Warm-up ends when consecutive window medians differ by less than this
+            fraction.
+        min_warmup_calls: Warm-up calls at least (after the first call).
+        max_warmup_calls: Warm-up calls at most; warm-up then ends as "not stable".
+        max_warmup_s: Warm-up seconds at most.
+        min_samples: Measured calls at least.
+        min_time_s: Measured seconds at least.
+        max_time_s: Measured seconds at most (wins over ``min_samples``).
+        max_samples: Measured calls at most.
+        round_time_s: Length of one model's block when several models are interleaved.
+    """
+
+    warmup_window: int = 5
+    warmup_tolerance: float = 0.05
+    min_warmup_calls: int = 10
+    max_warmup_calls: int = 200
+    max_warmup_s: float = 5.0
+    min_samples: int = 30
+    min_time_s: float = 1.0
+    max_time_s: float = 10.0
+    max_samples: int = 100_000
+    round_time_s: float = 0.1
+
+    def __post_init__(self) -> None:
+        ints = ("warmup_window", "min_samples", "max_samples")
+        if any(getattr(self, n) < 1 for n in ints) or self.max_warmup_calls < 0:
+            raise TorchslimError(
+                "Timing needs at least one warm-up window call and one sample.",
+                "Give --repeats 1 or more.",
+            )
+        if self.min_time_s < 0 or self.max_time_s <= 0 or self.round_time_s < 0:
+            raise TorchslimError(
+                f"Invalid timing budget (min_time_s={self.min_time_s}, "
+                f"max_time_s={self.max_time_s}).",
+                "Give a non-negative --min-time and a positive --max-time.",
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly dict."""
+        return asdict(self)
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """The ``q``-quantile (0..1) of sorted values, by linear interpolation (NumPy's default).
+
+    Args:
+        sorted_values: Values in ascending order (at least one).
+        q: Quantile in ``[0, 1]``.
+    """
+    n = len(sorted_values)
+    if n == 0:
+        raise ValueError("percentile of no values")
+    pos = (n - 1) * q
+    lo = math.floor(pos)
+    hi = min(lo + 1, n - 1)
+    frac = pos - lo
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * frac
+
+
+def _median_ci_ranks(n: int, confidence: float) -> tuple[int, int, float]:
+    """0-based order-statistic indices ``(lo, hi)`` of a CI on the median, and its coverage.
+
+    The interval ``[x_(l), x_(n+1-l)]`` (1-based) covers the median with probability
+    ``1 - 2·P(B ≤ l-1)`` for ``B ~ Binomial(n, 1/2)``, whatever the distribution. ``l`` is the
+    largest rank whose coverage is still at least ``confidence``; with too few samples for that,
+    the interval is ``[min, max]`` and the returned coverage is lower than asked.
+    """
+    alpha = 1.0 - confidence
+    if n > 1000:
+        z = statistics.NormalDist().inv_cdf(1.0 - alpha / 2.0)
+        l_rank = max(1, math.floor(n / 2.0 - z * math.sqrt(n) / 2.0))
+        return l_rank - 1, n - l_rank, confidence
+    total = 2**n
+    l_rank = 1
+    cdf = 1  # numerator of P(B <= l_rank - 1) = C(n, 0)
+    term = 1  # C(n, l_rank - 1)
+    while l_rank < (n + 1) // 2:
+        nxt_term = term * (n - l_rank + 1) // l_rank  # C(n, l_rank)
+        if 2 * (cdf + nxt_term) / total > alpha:
+            break
+        cdf += nxt_term
+        term = nxt_term
+        l_rank += 1
+    return l_rank - 1, n - l_rank, 1.0 - 2.0 * cdf / total
+
+
+def median_ci(
+    sorted_values: Sequence[float], confidence: float = 0.95
+) -> tuple[float, float, float]:
+    """Distribution-free confidence interval on the median.
+
+    Args:
+        sorted_values: Samples in ascending order.
+        confidence: Wanted coverage.
+
+    Returns:
+        ``(low, high, coverage)``; ``coverage`` is below ``confidence`` only when there are too
+        few samples (fewer than 6 for 95%), in which case the interval is ``[min, max]``.
+    """
+    lo, hi, cov = _median_ci_ranks(len(sorted_values), confidence)
+    return sorted_values[lo], sorted_values[hi], cov
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Steady-state latency statistics, in milliseconds.
+
+    Attributes:
+        n: Number of samples.
+        p50_ms: Median.
+        p90_ms: 90th percentile.
+        p99_ms: 99th percentile.
+        mean_ms: Mean.
+        std_ms: Sample standard deviation (0 for one sample).
+        min_ms: Fastest call.
+        max_ms: Slowest call.
+        ci95_low_ms: Lower end of the 95% CI on the median.
+        ci95_high_ms: Upper end of the 95% CI on the median.
+        ci_coverage: Actual coverage of that interval (below 0.95 only with < 6 samples).
+    """
+
+    n: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    std_ms: float
+    min_ms: float
+    max_ms: float
+    ci95_low_ms: float
+    ci95_high_ms: float
+    ci_coverage: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{p50, p90, p99, mean, std, min, max, n, ci95: [lo, hi]}`` in ms."""
+        return {
+            "p50": self.p50_ms,
+            "p90": self.p90_ms,
+            "p99": self.p99_ms,
+            "mean": self.mean_ms,
+            "std": self.std_ms,
+            "min": self.min_ms,
+            "max": self.max_ms,
+            "n": self.n,
+            "ci95": [self.ci95_low_ms, self.ci95_high_ms],
+            "ci_coverage": round(self.ci_coverage, 4),
+        }
+
+
+def latency_stats(samples_s: Sequence[float]) -> LatencyStats:
+    """Compute :class:`LatencyStats` from per-call durations in **seconds**."""
+    if not samples_s:
+        raise ValueError("no latency samples")
+    ms = sorted(s * 1e3 for s in samples_s)
+    lo, hi, cov = median_ci(ms)
+    return LatencyStats(
+        n=len(ms),
+        p50_ms=percentile(ms, 0.50),
+        p90_ms=percentile(ms, 0.90),
+        p99_ms=percentile(ms, 0.99),
+        mean_ms=statistics.fmean(ms),
+        std_ms=statistics.stdev(ms) if len(ms) > 1 else 0.0,
+        min_ms=ms[0],
+        max_ms=ms[-1],
+        ci95_low_ms=lo,
+        ci95_high_ms=hi,
+        ci_coverage=cov,
+    )
+
+
+@dataclass(frozen=True)
+class TimingResult:
+    """What :func:`time_callable` measured.
+
+    Attributes:
+        first_call_ms: The very first call, kept out of the statistics.
+        warmup_calls: Calls spent warming up (after the first).
+        warmup_stable: Whether warm-up ended because timings settled (else a bound hit).
+        latency: Statistics of the measured calls.
+        samples_ms: The measured durations, in call order.
+    """
+
+    first_call_ms: float
+    warmup_calls: int
+    warmup_stable: bool
+    latency: LatencyStats
+    samples_ms: tuple[float, ...] = field(repr=False)
+
+    def to_dict(self, *, include_samples: bool = False) -> dict[str, Any]:
+        """A JSON-friendly dict (raw samples only when asked)."""
+        d: dict[str, Any] = {
+            "first_call_ms": self.first_call_ms,
+            "warmup_calls": self.warmup_calls,
+            "warmup_stable": self.warmup_stable,
+            "latency_ms": self.latency.to_dict(),
+        }
+        if include_samples:
+            d["samples_ms"] = list(self.samples_ms)
+        return d
+
+
+class _Timer:
+    """The timing state machine for one callable; steps can be interleaved with other timers."""
+
+    def __init__(
+        self,
+        fn: Callable[[], Any],
+        config: TimingConfig,
+        clock: Clock,
+        sync: Callable[[], Any] | None,
+    ) -> None:
+        self.fn, self.config, self.clock, self.sync = fn, config, clock, sync
+        self.first_s: float | None = None
+        self.warmup_calls = 0
+        self.warmup_stable = False
+        self.samples: list[float] = []
+        self.measured_s = 0.0
+
+    def call(self) -> float:
+        t0 = self.clock()
+        self.fn()
+        if self.sync is not None:
+            self.sync()
+        return self.clock() - t0
+
+    def first(self) -> None:
+        self.first_s = self.call()
+
+    def warm_up(self) -> None:
+        c = self.config
+        spent = 0.0
+        previous: float | None = None
+        while self.warmup_calls < c.max_warmup_calls and spent < c.max_warmup_s:
+            window = []
+            for _ in range(min(c.warmup_window, c.max_warmup_calls - self.warmup_calls)):
+                window.append(self.call())
+            self.warmup_calls += len(window)
+            spent += sum(window)
+            median = statistics.median(window)
+            if previous is not None and self.warmup_calls >= c.min_warmup_calls:
+                change = abs(median - previous) / previous if previous > 0 else 0.0
+                if change < c.warmup_tolerance:
+                    self.warmup_stable = True
+                    return
+            previous = median
+
+    @property
+    def done(self) -> bool:
+        c, n = self.config, len(self.samples)
+        return (
+            n >= c.max_samples
+            or self.measured_s >= c.max_time_s
+            or (n >= c.min_samples and self.measured_s >= c.min_time_s)
+        )
+
+    @property
+    def fraction(self) -> float:
+        """Progress of the measured phase, 0..1."""
+        if self.done:
+            return 1.0
+        c, n = self.config, len(self.samples)
+        need = min(n / c.min_samples, self.measured_s / c.min_time_s if c.min_time_s else 1.0)
+        return min(1.0, max(need, self.measured_s / c.max_time_s, n / c.max_samples))
+
+    def run_block(self, block_s: float) -> int:
+        """Measure calls until done or ``block_s`` seconds of calls; return how many ran."""
+        spent, calls = 0.0, 0
+        while not self.done:
+            s = self.call()
+            self.samples.append(s)
+            self.measured_s += s
+            spent += s
+            calls += 1
+            if spent >= block_s:
+                break
+        return calls
+
+    def result(self) -> TimingResult:
+        return TimingResult(
+            first_call_ms=(self.first_s or 0.0) * 1e3,
+            warmup_calls=self.warmup_calls,
+            warmup_stable=self.warmup_stable,
+            latency=latency_stats(self.samples),
+            samples_ms=tuple(s * 1e3 for s in self.samples),
+        )
+
+
+@contextlib.contextmanager
+def _inference_mode() -> Iterator[None]:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        yield
+        return
+    with torch.inference_mode():
+        yield
+
+
+def time_callable(
+    fn: Callable[[], Any],
+    config: TimingConfig | None = None,
+    *,
+    clock: Clock = time.perf_counter,
+    sync: Callable[[], Any] | None = None,
+) -> TimingResult:
+    """Time ``fn()``: first call apart, warm-up until stable, then measured runs.
+
+    Args:
+        fn: What to time, called without arguments (bind inputs beforehand).
+        config: Budgets (default :class:`TimingConfig`).
+        clock: Seconds as a float; tests inject a fake one.
+        sync: Called after each call before reading the clock (``torch.cuda.synchronize`` on
+            GPU).
+
+    Returns:
+        The :class:`TimingResult`.
+    """
+    timer = _Timer(fn, config or TimingConfig(), clock, sync)
+    with _inference_mode():
+        timer.first()
+        timer.warm_up()
+        while not timer.done:
+            timer.run_block(math.inf)
+    return timer.result()
+
+
+# --------------------------------------------------------------------------------------------
+# What to measure
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BenchTarget:
+    """One model to measure.
+
+    Attributes:
+        name: Display name and JSON key (unique within a run).
+        predict: Runs the model: ``predict(*make_inputs(batch_size))``.
+        make_inputs: Builds the inputs for a batch size, in the form ``predict`` takes.
+        module: The ``nn.Module``, when there is one (for params, FLOPs and dtype).
+        path: The model file, when loaded from one (for the on-disk size).
+        device: ``"cpu"`` or ``"cuda"``; CUDA is synchronised after every call.
+        threads: Intra-op threads the predictor was built with (ONNX Runtime), else ``None``
+            (torch's global setting applies).
+        params: Parameter count when there is no module (ONNX initializers).
+        dtype: Dominant compute dtype (``fp32``, ``bf16``, ``fp16``, ``int8``); inferred from the
+            module's weights when ``None``.
+    """
+
+    name: str
+    predict: Callable[..., Any]
+    make_inputs: Callable[[int], tuple[Any, ...]]
+    module: nn.Module | None = None
+    path: Path | None = None
+    device: str = "cpu"
+    threads: int | None = None
+    params: int | None = None
+    dtype: str | None = None
+
+    @classmethod
+    def from_module(
+        cls,
+        module: nn.Module,
+        inputs: InputSpec | Callable[[int], tuple[Any, ...]],
+        *,
+        name: str,
+        path: Path | None = None,
+        device: str = "cpu",
+    ) -> BenchTarget:
+        """Wrap an ``nn.Module``.
+
+        Args:
+            module: The model (put in eval mode, moved to ``device``).
+            inputs: An :class:`~torchslim.models.InputSpec` (synthetic inputs) or a function
+                ``batch_size -> tuple of tensors`` (e.g. slices of real data).
+            name: Display name.
+            path: Model file for the on-disk size.
+            device: Where to run.
+        """
+        module = module.eval().to(device)
+        factory = inputs if callable(inputs) else inputs.example_inputs
+
+        def make_inputs(batch_size: int) -> tuple[Any, ...]:
+            return tuple(x.to(device) if hasattr(x, "to") else x for x in factory(batch_size))
+
+        return cls(name, module, make_inputs, module=module, path=path, device=device)
+
+    @classmethod
+    def from_loaded(
+        cls,
+        loaded: LoadedModel,
+        *,
+        name: str | None = None,
+        threads: int | None = None,
+        device: str = "cpu",
+    ) -> BenchTarget:
+        """Build a target from :func:`torchslim.models.load_model`'s result.
+
+        ONNX sources run in an ONNX Runtime session with ``threads`` intra-op threads.
+
+        Raises:
+            ShapeError: The model's input shapes are unknown (pass an input spec when loading).
+        """
+        spec = loaded.input_spec
+        if spec is None:
+            raise ShapeError(
+                f"Input shapes of '{loaded.source}' are unknown.",
+                "Give --input-shape, e.g. --input-shape 1x3x224x224.",
+            )
+        if loaded.module is not None:
+            return cls.from_module(
+                loaded.module, spec, name=name or loaded.name, path=loaded.path, device=device
+            )
+        if loaded.onnx_path is None:
+            raise SourceError(f"'{loaded.source}' has neither a module nor an ONNX graph.")
+        predict = _onnx_predictor(loaded.onnx_path, threads=threads, device=device)
+        params = _onnx_facts(loaded.onnx_path)[0]
+
+        def make_inputs(batch_size: int) -> tuple[Any, ...]:
+            return tuple(x.numpy() for x in spec.example_inputs(batch_size))
+
+        return cls(
+            name or loaded.name,
+            predict,
+            make_inputs,
+            path=loaded.onnx_path,
+            device=device,
+            threads=threads,
+            params=params,
+            dtype="fp32",
+        )
+
+
+def _onnx_predictor(
+    path: Path, *, threads: int | None = None, device: str = "cpu"
+) -> Callable[..., Any]:
+    """A minimal ONNX Runtime predictor ``predict(*numpy_arrays) -> list of outputs``."""
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise BackendUnavailableError("onnxruntime", reason="the package is not installed") from exc
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    providers = ["CPUExecutionProvider"]
+    if device == "cuda":
+        providers.insert(0, "CUDAExecutionProvider")
+    try:
+        session = ort.InferenceSession(str(path), options, providers=providers)
+    except Exception as exc:  # ORT raises its own exception hierarchy
+        raise SourceError(
+            f"ONNX Runtime cannot load '{path}': {str(exc).splitlines()[0][:200]}.",
+            "Check the opset is supported by the installed onnxruntime, or re-export the model.",
+        ) from exc
+    names = [i.name for i in session.get_inputs()]
+
+    def predict(*arrays: Any) -> Any:
+        return session.run(None, dict(zip(names, arrays, strict=True)))
+
+    return predict
+
+
+def _onnx_facts(path: Path) -> tuple[int | None, list[Path]]:
+    """Parameter count (initializer elements) and external-data files of an ONNX graph."""
+    try:
+        import onnx
+
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception:  # the file was already validated by load_model
+        return None, []
+    params, files = 0, set()
+    for init in proto.graph.initializer:
+        params += math.prod(init.dims)
+        for entry in init.external_data:
+            if entry.key == "location":
+                files.add(path.parent / entry.value)
+    return params, sorted(files)
+
+
+def _path_bytes(path: Path) -> int:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    total = path.stat().st_size
+    if path.suffix.lower() == ".onnx":
+        total += sum(p.stat().st_size for p in _onnx_facts(path)[1] if p.exists())
+    return total
+
+
+def _size_bytes(target: BenchTarget) -> int | None:
+    if target.path is not None and target.path.exists():
+        return _path_bytes(target.path)
+    if target.module is not None:
+        from torchslim.models import state_dict_bytes
+
+        try:
+            return state_dict_bytes(target.module)
+        except Exception:  # exotic modules may not serialise
+            return None
+    return None
+
+
+def count_flops(module: nn.Module, inputs: Sequence[Any]) -> int | None:
+    """FLOPs of one forward pass, counted by ``torch.utils.flop_counter.FlopCounterMode``.
+
+    A multiply-add counts as 2 FLOPs (``Linear(4, 3)`` on a batch of 2: ``2·2·4·3 = 48``).
+
+    Returns:
+        The count, or ``None`` when counting failed or found nothing in a model that has
+        weights (e.g. quantised kernels the counter does not know).
+    """
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    try:
+        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+            module(*inputs)
+    except Exception:  # scripted/exotic modules may not support the mode
+        return None
+    total = int(counter.get_total_flops())
+    if total == 0 and any(True for _ in module.state_dict()):
+        return None
+    return total
+
+
+def _dominant_dtype(module: nn.Module) -> str:
+    """``fp32``/``bf16``/``fp16``/``int8``: the dtype holding most weight elements."""
+    import torch
+
+    names = {
+        torch.float32: "fp32",
+        torch.float64: "fp32",
+        torch.bfloat16: "bf16",
+        torch.float16: "fp16",
+        torch.int8: "int8",
+        torch.qint8: "int8",
+        torch.quint8: "int8",
+        torch.uint8: "int8",
+    }
+    counts: dict[str, int] = {}
+
+    def add(value: Any) -> None:
+        if isinstance(value, torch.Tensor):
+            key = names.get(value.dtype)
+            if key:
+                counts[key] = counts.get(key, 0) + value.numel()
+        elif isinstance(value, (tuple, list)):
+            for v in value:
+                add(v)
+
+    try:
+        for value in module.state_dict().values():
+            add(value)
+    except Exception:
+        return "fp32"
+    return max(counts, key=lambda k: counts[k]) if counts else "fp32"
+
+
+# --------------------------------------------------------------------------------------------
+# Memory
+# --------------------------------------------------------------------------------------------
+
+
+class _MemoryProbe:
+    """Peak memory growth per tag: CPU RSS (sampler thread + Linux VmHWM) or CUDA allocator."""
+
+    def __init__(self, device: str, interval_s: float = 0.002) -> None:
+        self.device = device
+        self.interval_s = interval_s
+        self.baseline: dict[str, int] = {}
+        self.peak: dict[str, int] = {}
+        self._tag: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._process: Any = None
+        self._hwm = False
+        if device == "cpu":
+            import psutil
+
+            self._process = psutil.Process()
+            self._hwm = self._reset_hwm()
+
+    @staticmethod
+    def _reset_hwm() -> bool:
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            return True
+        except OSError:
+            return False
+
+    @staticmethod
+    def _read_hwm() -> int | None:
+        try:
+            with open("/proc/self/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) * 1024
+        except (OSError, ValueError):
+            pass
+        return None
+
+    def _rss(self) -> int:
+        return int(self._process.memory_info().rss)
+
+    def _record(self, tag: str, value: int) -> None:
+        if value > self.peak.get(tag, -1):
+            self.peak[tag] = value
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            tag = self._tag
+            rss = self._rss()
+            if tag is not None and tag == self._tag:
+                self._record(tag, rss)
+
+    def __enter__(self) -> _MemoryProbe:
+        if self.device == "cpu":
+            self._thread = threading.Thread(target=self._loop, name="torchslim-rss", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def set_baseline(self, tag: str) -> None:
+        """Release freed memory, then record the current level as ``tag``'s zero."""
+        gc.collect()
+        if self.device == "cpu":
+            _malloc_trim()
+            self.baseline[tag] = self._rss()
+        else:
+            import torch
+
+            torch.cuda.synchronize()
+            torch.cuda.empty_cache()
+            self.baseline[tag] = int(torch.cuda.memory_allocated())
+
+    def begin(self, tag: str) -> None:
+        if self.device == "cpu":
+            if self._hwm:
+                self._reset_hwm()
+            self._record(tag, self._rss())
+        else:
+            import torch
+
+            torch.cuda.reset_peak_memory_stats()
+        self._tag = tag
+
+    def end(self) -> None:
+        tag, self._tag = self._tag, None
+        if tag is None:
+            return
+        if self.device == "cpu":
+            self._record(tag, self._rss())
+            hwm = self._read_hwm() if self._hwm else None
+            if hwm is not None:
+                self._record(tag, hwm)
+        else:
+            import torch
+
+            torch.cuda.synchronize()
+            self._record(tag, int(torch.cuda.max_memory_allocated()))
+
+    def growth_mb(self, tag: str) -> float | None:
+        if tag not in self.peak or tag not in self.baseline:
+            return None
+        return max(0, self.peak[tag] - self.baseline[tag]) / _MIB
+
+
+def _malloc_trim() -> None:
+    """Return freed heap pages to the OS (glibc) so one model's garbage is not another's peak."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+# --------------------------------------------------------------------------------------------
+# Results
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BatchMeasurement:
+    """One model at one batch size.
+
+    Attributes:
+        batch_size: Items per call.
+        latency: Steady-state statistics per call (whole batch).
+        throughput_per_s: Items per second, ``batch_size / mean latency``.
+        peak_memory_mb: Peak memory growth in MiB while running (``None`` if not measured).
+        first_call_ms: The first call at this batch size, apart from the statistics.
+        flops: FLOPs per call (whole batch), ``None`` when unknown.
+        percent_of_peak: Achieved FLOP/s as a percentage of the machine's GEMM peak.
+        warmup_calls: Warm-up calls made.
+        warmup_stable: Whether warm-up ended because timings settled.
+    """
+
+    batch_size: int
+    latency: LatencyStats
+    throughput_per_s: float
+    peak_memory_mb: float | None
+    first_call_ms: float
+    flops: int | None
+    percent_of_peak: float | None
+    warmup_calls: int
+    warmup_stable: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly dict."""
+        return {
+            "batch_size": self.batch_size,
+            "latency_ms": self.latency.to_dict(),
+            "first_call_ms": self.first_call_ms,
+            "throughput_per_s": self.throughput_per_s,
+            "peak_memory_mb": self.peak_memory_mb,
+            "flops": self.flops,
+            "percent_of_peak": self.percent_of_peak,
+            "warmup_calls": self.warmup_calls,
+            "warmup_stable": self.warmup_stable,
+        }
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Everything measured about one model, with the conditions it was measured under.
+
+    Attributes:
+        name: The target's name.
+        params: Parameter count (``None`` when unknown).
+        size_bytes: On-disk size: the model file, else the serialised state_dict.
+        flops_per_item: FLOPs per item (from the smallest batch), ``None`` when unknown.
+        batches: Results per batch size.
+        threads: Intra-op threads used.
+        device: ``"cpu"`` or ``"cuda"``.
+        dtype: Dominant compute dtype, which selects the peak for ``percent_of_peak``.
+        machine: :meth:`~torchslim.machine.MachineInfo.to_dict` of the machine.
+        peak_gflops: The GEMM peak used for ``percent_of_peak`` (``None`` if none given).
+        position: Index in the interleaving order (0 = measured first in every round).
+        schedule: The whole run's blocks in execution order: ``(batch, name, calls)``.
+        load_avg: The machine's 1-minute load average before and after the run (``None`` where
+            the OS has none); above the core count, expect noisy absolute numbers.
+    """
+
+    name: str
+    params: int | None
+    size_bytes: int | None
+    flops_per_item: float | None
+    batches: Mapping[int, BatchMeasurement]
+    threads: int
+    device: str
+    dtype: str
+    machine: Mapping[str, Any]
+    peak_gflops: float | None = None
+    position: int = 0
+    schedule: tuple[tuple[int, str, int], ...] = field(default=(), repr=False)
+    load_avg: tuple[float, float] | None = None
+
+    @property
+    def size_mb(self) -> float | None:
+        """On-disk size in MiB."""
+        return None if self.size_bytes is None else self.size_bytes / _MIB
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly dict (batch keys become strings)."""
+        return {
+            "name": self.name,
+            "params": self.params,
+            "size_mb": self.size_mb,
+            "size_bytes": self.size_bytes,
+            "flops_per_item": self.flops_per_item,
+            "dtype": self.dtype,
+            "threads": self.threads,
+            "device": self.device,
+            "peak_gflops": self.peak_gflops,
+            "machine": dict(self.machine),
+            "load_avg": list(self.load_avg) if self.load_avg else None,
+            "batches": {str(b): m.to_dict() for b, m in self.batches.items()},
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# Measuring several models
+# --------------------------------------------------------------------------------------------
+
+
+def measure_models(
+    targets: Sequence[BenchTarget],
+    batch_sizes: Sequence[int] = (1,),
+    *,
+    threads: int | None = None,
+    config: TimingConfig | None = None,
+    progress: ProgressFn | None = None,
+    peak: PeakFlops | None = None,
+    machine: MachineInfo | None = None,
+    memory: bool = True,
+    clock: Clock = time.perf_counter,
+) -> list[Measurement]:
+    """Measure several models, interleaved, at each batch size.
+
+    Per batch size: each model gets its first call and warm-up in turn (with its memory baseline
+    taken just before), then measured blocks run round-robin — A B A B … — until every model
+    has met its :class:`TimingConfig` budget, so drift hits all models alike.
+
+    Args:
+        targets: Models to measure; the first is the baseline for ratios.
+        batch_sizes: Batch sizes, each measured for every model.
+        threads: ``torch.set_num_threads`` for the run (restored afterwards).
+        config: Timing budgets.
+        progress: Called as ``progress(message, fraction_done)``.
+        peak: Machine GEMM peak for ``percent_of_peak`` (none computed when ``None``).
+        machine: Fingerprint to record (default :func:`torchslim.machine.machine_info`).
+        memory: Measure peak memory.
+        clock: Time source.
+
+    Returns:
+        One :class:`Measurement` per target, in the given order.
+    """
+    import torch
+
+    from torchslim.machine import machine_info
+
+    if not targets:
+        raise TorchslimError("No models to measure.", "Give at least one model source.")
+    names = [t.name for t in targets]
+    if len(set(names)) != len(names):
+        raise TorchslimError(f"Model names must be unique, got {names}.", "Rename the targets.")
+    if not batch_sizes or any(int(b) <= 0 for b in batch_sizes):
+        raise TorchslimError(f"Invalid batch sizes {list(batch_sizes)}.", "Give e.g. 1,8,32.")
+    config = config or TimingConfig()
+    info = machine or machine_info(include_gpu=any(t.device == "cuda" for t in targets))
+    old_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    torch_threads = torch.get_num_threads()
+    load_before = _loadavg()
+    device = "cuda" if any(t.device == "cuda" for t in targets) else "cpu"
+    units = len(targets) * len(batch_sizes)
+    done_units = 0.0
+    schedule: list[tuple[int, str, int]] = []
+    results: dict[str, dict[int, tuple[TimingResult, float | None, int | None]]] = {
+        n: {} for n in names
+    }
+
+    def report(message: str, extra: float) -> None:
+        if progress is not None:
+            progress(message, min(1.0, (done_units + extra) / units))
+
+    try:
+        probe = _MemoryProbe(device) if memory else None
+        with contextlib.ExitStack() as stack, _inference_mode():
+            if probe is not None:
+                stack.enter_context(probe)
+            for b in batch_sizes:
+                timers: list[_Timer] = []
+                flops: list[int | None] = []
+                for t in targets:
+                    tag = f"{t.name}@{b}"
+                    report(f"{t.name} · batch {b} · warm-up", 0.0)
+                    inputs = t.make_inputs(b)
+                    flops.append(count_flops(t.module, inputs) if t.module is not None else None)
+                    sync = torch.cuda.synchronize if t.device == "cuda" else None
+                    timer = _Timer(_bind(t.predict, inputs), config, clock, sync)
+                    if probe is not None:
+                        probe.set_baseline(tag)
+                        probe.begin(tag)
+                    try:
+                        timer.first()
+                    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+                        shapes = [tuple(getattr(x, "shape", ())) for x in inputs]
+                        raise ShapeError(
+                            f"'{t.name}' failed on inputs of shape {shapes}: "
+                            f"{str(exc).strip().splitlines()[0][:200]}",
+                            "Check --input-shape (or the input spec) matches what the model "
+                            "expects.",
+                        ) from exc
+                    timer.warm_up()
+                    if probe is not None:
+                        probe.end()
+                    timers.append(timer)
+                    done_units += 0.2
+                while not all(tm.done for tm in timers):
+                    for t, timer in zip(targets, timers, strict=True):
+                        if timer.done:
+                            continue
+                        if probe is not None:
+                            probe.begin(f"{t.name}@{b}")
+                        calls = timer.run_block(config.round_time_s)
+                        if probe is not None:
+                            probe.end()
+                        schedule.append((int(b), t.name, calls))
+                    mean_fraction = sum(tm.fraction for tm in timers) / len(timers)
+                    report(f"batch {b} · measuring", 0.8 * mean_fraction * len(timers))
+                done_units += 0.8 * len(timers)
+                for t, timer, fl in zip(targets, timers, flops, strict=True):
+                    mem = probe.growth_mb(f"{t.name}@{b}") if probe is not None else None
+                    results[t.name][int(b)] = (timer.result(), mem, fl)
+        report("done", 0.0)
+    finally:
+        torch.set_num_threads(old_threads)
+    load_after = _loadavg()
+    load = (load_before, load_after) if load_before is not None and load_after is not None else None
+    return [
+        _assemble(t, i, results[t.name], torch_threads, info, peak, tuple(schedule), load)
+        for i, t in enumerate(targets)
+    ]
+
+
+def _loadavg() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (OSError, AttributeError):
+        return None
+
+
+def _bind(predict: Callable[..., Any], inputs: tuple[Any, ...]) -> Callable[[], Any]:
+    def call() -> Any:
+        return predict(*inputs)
+
+    return call
+
+
+def _assemble(
+    target: BenchTarget,
+    position: int,
+    per_batch: Mapping[int, tuple[TimingResult, float | None, int | None]],
+    torch_threads: int,
+    info: MachineInfo,
+    peak: PeakFlops | None,
+    schedule: tuple[tuple[int, str, int], ...],
+    load: tuple[float, float] | None,
+) -> Measurement:
+    dtype = target.dtype or (
+        _dominant_dtype(target.module) if target.module is not None else "fp32"
+    )
+    chosen = peak.for_dtype(dtype) if peak is not None else None
+    peak_gflops = chosen[1] if chosen else None
+    batches: dict[int, BatchMeasurement] = {}
+    for b, (timing, mem, flops) in sorted(per_batch.items()):
+        mean_s = timing.latency.mean_ms / 1e3
+        throughput = b / mean_s if mean_s > 0 else math.inf
+        pct = None
+        if flops and peak_gflops and mean_s > 0:
+            pct = 100.0 * (flops / mean_s) / (peak_gflops * 1e9)
+        batches[b] = BatchMeasurement(
+            batch_size=b,
+            latency=timing.latency,
+            throughput_per_s=throughput,
+            peak_memory_mb=mem,
+            first_call_ms=timing.first_call_ms,
+            flops=flops,
+            percent_of_peak=pct,
+            warmup_calls=timing.warmup_calls,
+            warmup_stable=timing.warmup_stable,
+        )
+    smallest = min(batches) if batches else None
+    fpi = None
+    if smallest is not None and batches[smallest].flops is not None:
+        fpi = batches[smallest].flops / smallest  # type: ignore[operator]
+    params = target.params
+    if params is None and target.module is not None:
+        params = sum(p.numel() for p in target.module.parameters())
+    return Measurement(
+        name=target.name,
+        params=params,
+        size_bytes=_size_bytes(target),
+        flops_per_item=fpi,
+        batches=batches,
+        threads=target.threads or torch_threads,
+        device=target.device,
+        dtype=chosen[0] if chosen else dtype,
+        machine=info.to_dict(),
+        peak_gflops=peak_gflops,
+        position=position,
+        schedule=schedule,
+        load_avg=load,
+    )
+
+
+def _ratio(base: BatchMeasurement, other: BatchMeasurement) -> dict[str, Any]:
+    """Latency ratio ``other / base`` of the medians with a conservative 95% interval.
+
+    The interval divides the ends of the two medians' 95% CIs crosswise
+    (``[lo_o / hi_b, hi_o / lo_b]``), which covers the true ratio with probability ≥ 90%, and
+    usually far more. ``speedup`` is the inverse (``> 1`` means faster than the first model).
+    """
+    b, o = base.latency, other.latency
+
+    def div(a: float, c: float) -> float | None:
+        return a / c if c > 0 else None
+
+    r = div(o.p50_ms, b.p50_ms)
+    lo = div(o.ci95_low_ms, b.ci95_high_ms) if other is not base else 1.0
+    hi = div(o.ci95_high_ms, b.ci95_low_ms) if other is not base else 1.0
+    return {
+        "latency_p50": r,
+        "latency_p50_ci95": [lo, hi],
+        "speedup": div(1.0, r) if r else None,
+        "speedup_ci95": [div(1.0, hi) if hi else None, div(1.0, lo) if lo else None],
+        "throughput": div(other.throughput_per_s, base.throughput_per_s),
+    }
+
+
+def measurements_to_dict(
+    measurements: Sequence[Measurement],
+    *,
+    peak: PeakFlops | None = None,
+    config: TimingConfig | None = None,
+) -> dict[str, Any]:
+    """The JSON report of a run: per model and batch size, with ratios against the first model.
+
+    Each ``models[name]["batches"][str(batch)]`` entry is self-contained: ``latency_ms``
+    (p50/p90/p99/mean/std/min/max/n/ci95), ``first_call_ms``, ``throughput_per_s``,
+    ``peak_memory_mb``, ``size_mb``, ``params``, ``flops``, ``percent_of_peak``, ``threads``,
+    ``machine`` (fingerprint id) and ``ratio_vs_first``.
+    """
+    if not measurements:
+        return {"models": {}}
+    first = measurements[0]
+    schedule = first.schedule
+    rounds: dict[str, int] = {}
+    for b, name, _ in schedule:
+        if name == first.name:
+            rounds[str(b)] = rounds.get(str(b), 0) + 1
+    models: dict[str, Any] = {}
+    for m in measurements:
+        entry = m.to_dict()
+        entry.pop("machine")
+        entry["machine"] = m.machine.get("fingerprint")
+        for b, bm in m.batches.items():
+            rec = entry["batches"][str(b)]
+            rec.update(
+                size_mb=m.size_mb,
+                params=m.params,
+                threads=m.threads,
+                machine=m.machine.get("fingerprint"),
+                ratio_vs_first=_ratio(first.batches[b], bm) if b in first.batches else None,
+            )
+        models[m.name] = entry
+    return {
+        "machine": dict(first.machine),
+        "threads": first.threads,
+        "device": first.device,
+        "load_avg": list(first.load_avg) if first.load_avg else None,
+        "peak": peak.to_dict() if peak is not None else None,
+        "timing": (config or TimingConfig()).to_dict(),
+        "interleaving": {"order": [m.name for m in measurements], "rounds": rounds},
+        "baseline": first.name,
+        "models": models,
+    }
