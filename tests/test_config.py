@@ -29,8 +29,11 @@ class _TestConfig:
 def test_round_trip_preserves_types() -> None:
     cfg = _TestConfig(0.3, Color.BLUE, ("a", "b"), 7)
     data = config_to_dict(cfg)
-    assert data == {"type": "_TestConfig", "version": 2,
-                    "fields": {"ratio": 0.3, "color": "blue", "layers": ["a", "b"], "limit": 7}}
+    assert data == {
+        "type": "_TestConfig",
+        "version": 2,
+        "fields": {"ratio": 0.3, "color": "blue", "layers": ["a", "b"], "limit": 7},
+    }
     back = config_from_dict(data)
     assert back == cfg and isinstance(back.layers, tuple) and back.color is Color.BLUE
 

@@ -49,8 +49,7 @@ def test_evaluator_reports_metric_fidelity_and_drop() -> None:
 
 
 def test_synthetic_data_never_gives_accuracy() -> None:
-    ds = DataSet("synthetic", (torch.rand(8, 3),), torch.zeros(8, dtype=torch.long),
-                 synthetic=True)
+    ds = DataSet("synthetic", (torch.rand(8, 3),), torch.zeros(8, dtype=torch.long), synthetic=True)
     ev = Evaluator(ds)
     base = ev.set_baseline(lambda t: t)
     assert base.value is None and base.fidelity_only

@@ -28,10 +28,14 @@ def stderr_console() -> Any:
 
 
 def stdout_console() -> Any:
-    """A rich console on stdout (human-readable results)."""
+    """A rich console on stdout (human-readable results).
+
+    When stdout is not a terminal (piped, CI logs) tables get 140 columns instead of rich's
+    80-column default, so they stay readable.
+    """
     from rich.console import Console
 
-    return Console()
+    return Console(width=None if sys.stdout.isatty() else 140)
 
 
 def _clean(obj: Any) -> Any:
@@ -91,5 +95,5 @@ def parse_int_list(text: str, what: str) -> list[int]:
     except ValueError:
         values = []
     if not values or any(v <= 0 for v in values):
-        raise TorchslimError(f"Invalid {what} '{text}'.", f"Give positive integers, e.g. 1,8,32.")
+        raise TorchslimError(f"Invalid {what} '{text}'.", "Give positive integers, e.g. 1,8,32.")
     return values

@@ -12,7 +12,8 @@ from torchslim.runtimes.base import (
     Deployed,
     build,
     list_runtimes,
+    load_deployed,
     register_runtime,
 )
 
-__all__ = ["RUNTIMES", "Deployed", "build", "list_runtimes", "register_runtime"]
+__all__ = ["RUNTIMES", "Deployed", "build", "list_runtimes", "load_deployed", "register_runtime"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -11,9 +12,58 @@ from torchslim.errors import BackendUnavailableError
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["RUNTIMES", "Deployed", "build", "list_runtimes", "register_runtime"]
+__all__ = [
+    "RUNTIMES",
+    "Deployed",
+    "RuntimeEntry",
+    "build",
+    "list_runtimes",
+    "load_deployed",
+    "register_runtime",
+]
 
 RUNTIMES: Registry[Any] = Registry("runtime")
+
+
+@dataclass(frozen=True)
+class RuntimeEntry(Entry):
+    """A registry entry for a runtime, with an optional machine check.
+
+    Attributes:
+        probe: ``"module:function"`` returning ``None`` when the backend can run on this machine,
+            or a one-line reason why not (e.g. no GPU). Evaluated only when asked.
+    """
+
+    probe: str | None = None
+
+    def reason(self) -> str | None:
+        """Why this runtime cannot run here, or ``None`` when it can."""
+        missing = [m for m in self.requires if not _has_module(m)]
+        if missing:
+            return f"needs {', '.join(missing)}"
+        if self.probe:
+            mod_name, _, attr = self.probe.partition(":")
+            import importlib
+
+            try:
+                result: str | None = getattr(importlib.import_module(mod_name), attr)()
+            except Exception as exc:
+                return f"{type(exc).__name__}: {exc}"
+            return result
+        return None
+
+    def available(self) -> bool:
+        """True when the modules are installed and the probe (if any) finds the machine fit."""
+        return self.reason() is None
+
+
+def _has_module(name: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 @runtime_checkable
@@ -27,6 +77,7 @@ class Deployed(Protocol):
 
     runtime: str
     build_seconds: float
+    info: dict[str, Any]
 
     def __call__(self, *inputs: Any) -> Any:
         """Run on torch tensors (one per model input) and return torch tensor output(s)."""
@@ -46,11 +97,24 @@ def register_runtime(
     extra: str | None = None,
     tags: tuple[str, ...] = (),
     description: str = "",
+    probe: str | None = None,
 ) -> Entry:
-    """Register a runtime builder ``(module, config, example_inputs) -> Deployed``."""
+    """Register a runtime builder ``(module, config, example_inputs) -> Deployed``.
+
+    The builder's module must also define ``load(directory) -> Deployed``.
+    """
     return RUNTIMES.register(
-        Entry(name, target, config.__name__ if config else None, requires, extra, (), tags,
-              description)
+        RuntimeEntry(
+            name,
+            target,
+            config.__name__ if config else None,
+            requires,
+            extra,
+            (),
+            tags,
+            description,
+            probe,
+        )
     )
 
 
@@ -70,8 +134,23 @@ def build(module: nn.Module, config: Any, example_inputs: tuple[Any, ...]) -> De
     from torchslim.runtimes import catalog  # noqa: F401
 
     entry = RUNTIMES.by_key(type(config).__name__)
-    if not entry.available():
-        raise BackendUnavailableError(entry.name, entry.extra, f"needs {', '.join(entry.requires)}")
+    reason = entry.reason() if isinstance(entry, RuntimeEntry) else None
+    if reason is not None or not entry.available():
+        raise BackendUnavailableError(
+            entry.name, entry.extra, reason or f"needs {', '.join(entry.requires)}"
+        )
     builder = entry.load()
     deployed: Deployed = builder(module, config, example_inputs)
     return deployed
+
+
+def load_deployed(directory: str | Path) -> Any:
+    """Load a runtime saved with ``deployed.save(directory)`` (any backend).
+
+    Raises:
+        SourceError: ``directory`` is not a saved runtime.
+        BackendUnavailableError: Its backend cannot run here.
+    """
+    from torchslim.runtimes._common import load_deployed as _load
+
+    return _load(directory)

@@ -93,7 +93,11 @@ def export_onnx(
     fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=path.parent)
     os.close(fd)
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        with (
+            warnings.catch_warnings(),
+            contextlib.redirect_stdout(io.StringIO()),
+            contextlib.redirect_stderr(io.StringIO()),
+        ):
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 module,
@@ -112,16 +116,9 @@ def export_onnx(
     except ExportError:
         raise
     except Exception as exc:
-        lines = [ln for ln in str(exc).splitlines() if ln.strip()]
-        reason = next(
-            (ln for ln in lines if "Unsupported" in ln or "not supported" in ln),
-            lines[0] if lines else type(exc).__name__,
-        )
-        raise ExportError(
-            f"ONNX export failed: {reason.strip()[:300]}",
-            "Try another runtime (--runtime inductor or torchscript), or rerun with --debug for the "
-            "full trace.",
-        ) from exc
+        from torchslim.runtimes._common import export_error
+
+        raise export_error("ONNX export", exc, "inductor, torchscript or eager") from exc
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
