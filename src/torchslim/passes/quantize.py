@@ -1,0 +1,504 @@
+"""Quantization pass: one :class:`QuantizeConfig`, one verb, several methods and backends.
+
+Methods (``QuantizeConfig.method``):
+
+=============  ===============================================================================
+dynamic        INT8 weights, activations quantized on the fly (Linear/LSTM/GRU; Conv too in ORT)
+static         INT8 weights and activations from calibration data (min-max, percentile,
+               entropy/KL, MSE), per-tensor or per-channel weights
+weight_only    INT8 / INT4 weights, float activations (Linear-heavy models)
+fp16 / bf16    half-precision weights and compute
+qat            fake-quantize, fine-tune a few steps on training data, convert to INT8
+=============  ===============================================================================
+
+Backends (``QuantizeConfig.backend``): ``torch`` (torch.ao / PT2E + X86InductorQuantizer +
+Inductor / torchao), ``onnxruntime`` (``onnxruntime.quantization``, QDQ) and ``openvino`` (NNCF).
+Which method runs on which backend is a small registry (:data:`QUANT_METHODS`, the same registry
+mechanism as passes and runtimes), so tests and listings are generated from it.
+
+Accuracy-aware mode: with ``max_drop`` set and evaluation data in the context, the pass measures
+the metric drop, and when it is over budget measures per-layer sensitivity and keeps the most
+sensitive layers in float until the budget is met (see :mod:`torchslim.passes.quant_accuracy`).
+It raises :class:`~torchslim.errors.AccuracyBudgetError` with the best result when nothing meets
+the budget — a model outside the budget is never returned as if it passed.
+
+Importing this module imports no backend.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from torchslim._registry import Entry, Registry
+from torchslim.config import config_type
+from torchslim.errors import BackendUnavailableError, DataError, TorchslimError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from torchslim.data import DataSet
+    from torchslim.passes.base import PassContext, PassResult
+
+__all__ = [
+    "QUANT_METHODS",
+    "Calibration",
+    "QuantBackend",
+    "QuantMethod",
+    "QuantizeConfig",
+    "apply_quantize",
+    "calibration_set",
+    "finalize",
+    "list_quant_methods",
+    "quant_entry",
+    "quantizable_layers",
+    "quantize_once",
+]
+
+
+class QuantMethod(str, enum.Enum):
+    """What gets quantized and how."""
+
+    DYNAMIC = "dynamic"
+    STATIC = "static"
+    WEIGHT_ONLY = "weight_only"
+    FP16 = "fp16"
+    BF16 = "bf16"
+    QAT = "qat"
+
+
+class QuantBackend(str, enum.Enum):
+    """Which library quantizes (and runs) the model."""
+
+    TORCH = "torch"
+    ONNXRUNTIME = "onnxruntime"
+    OPENVINO = "openvino"
+
+
+class Calibration(str, enum.Enum):
+    """How activation ranges are chosen from calibration data (static quantization).
+
+    ``auto`` picks the backend's recommended method: mse (histogram) for torch, minmax in ONNX
+    Runtime (with a moving average over batches for transformers), NNCF's defaults in OpenVINO.
+    """
+
+    AUTO = "auto"
+    MINMAX = "minmax"
+    PERCENTILE = "percentile"
+    ENTROPY = "entropy"
+    MSE = "mse"
+
+
+_ALIASES = {
+    "weight-only": "weight_only",
+    "ort": "onnxruntime",
+    "ov": "openvino",
+    "kl": "entropy",
+    "min-max": "minmax",
+    "histogram": "mse",
+    "pytorch": "torch",
+}
+
+
+def _enum(cls: type[enum.Enum], value: Any) -> Any:
+    if isinstance(value, cls):
+        return value
+    text = str(value).strip().lower()
+    text = _ALIASES.get(text, text)
+    try:
+        return cls(text)
+    except ValueError:
+        raise TorchslimError(
+            f"Unknown {cls.__name__} '{value}'.",
+            f"Use one of: {', '.join(m.value for m in cls)}.",  # type: ignore[attr-defined]
+        ) from None
+
+
+@config_type("QuantizeConfig")
+@dataclass(frozen=True)
+class QuantizeConfig:
+    """Configuration of one quantization.
+
+    Attributes:
+        method: dynamic, static, weight_only, fp16, bf16 or qat.
+        backend: torch, onnxruntime or openvino.
+        calibration: Activation range method for static/QAT: auto (the backend's recommended
+            one), minmax, percentile, entropy (KL) or mse. Not every backend offers every method (an error names the alternatives).
+        percentile: Percentile for ``calibration="percentile"`` (e.g. 99.99).
+        per_channel: Per-output-channel weight scales (per-tensor when false).
+        symmetric_activations: Symmetric (signed) activation ranges instead of asymmetric.
+        num_calibration_samples: How many calibration samples to use (a seeded, stratified
+            subset when the data holds more).
+        weight_bits: 8 or 4 (4 only for ``weight_only``).
+        group_size: Group size for 4-bit weights.
+        qat_steps: Fine-tuning steps for QAT.
+        qat_lr: Learning rate for QAT.
+        qat_batch_size: Batch size for QAT.
+        max_drop: Accuracy budget: the largest allowed drop of the task metric, in points
+            (1.0 = one percentage point of top-1), or in percent of the baseline when
+            ``relative``. ``None`` disables accuracy-aware fallback. On data without labels the
+            budget applies to top-1 agreement with the FP32 model.
+        relative: Interpret ``max_drop`` as a percentage of the baseline metric.
+        max_float_layers: Accuracy-aware mode keeps at most this many layers in float before
+            giving up (``None``: no limit).
+        ignored_layers: Module names (``model.named_modules()``) kept in float.
+        transformer: Use transformer-aware settings (quantize MatMul/Linear only, keep
+            Softmax/LayerNorm/GELU in float). ``None`` detects attention layers.
+        compile: torch backend, static/QAT: compile the INT8 graph with Inductor (the fast
+            path); when false, the converted graph runs eagerly (reference kernels, slow).
+        seed: Seed for calibration subsets and QAT.
+    """
+
+    method: QuantMethod = QuantMethod.DYNAMIC
+    backend: QuantBackend = QuantBackend.TORCH
+    calibration: Calibration = Calibration.AUTO
+    percentile: float = 99.99
+    per_channel: bool = True
+    symmetric_activations: bool = False
+    num_calibration_samples: int = 300
+    weight_bits: int = 8
+    group_size: int = 128
+    qat_steps: int = 200
+    qat_lr: float = 1e-5
+    qat_batch_size: int = 64
+    max_drop: float | None = None
+    relative: bool = False
+    max_float_layers: int | None = None
+    ignored_layers: tuple[str, ...] = ()
+    transformer: bool | None = None
+    compile: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "method", _enum(QuantMethod, self.method))
+        object.__setattr__(self, "backend", _enum(QuantBackend, self.backend))
+        object.__setattr__(self, "calibration", _enum(Calibration, self.calibration))
+        object.__setattr__(self, "ignored_layers", tuple(self.ignored_layers))
+        if not 50.0 < float(self.percentile) <= 100.0:
+            raise TorchslimError(
+                f"percentile must be in (50, 100], got {self.percentile}.", "Try 99.99."
+            )
+        if self.weight_bits not in (4, 8):
+            raise TorchslimError(f"weight_bits must be 8 or 4, got {self.weight_bits}.")
+        if self.weight_bits == 4 and self.method is not QuantMethod.WEIGHT_ONLY:
+            raise TorchslimError(
+                "4-bit weights are only offered for method 'weight_only'.",
+                "Use --method weight-only --bits 4, or 8 bits for the other methods.",
+            )
+        if self.num_calibration_samples < 1:
+            raise TorchslimError("num_calibration_samples must be at least 1.")
+        if self.group_size < 1 or self.qat_steps < 0 or self.qat_batch_size < 1:
+            raise TorchslimError("group_size, qat_steps and qat_batch_size must be positive.")
+        if self.max_drop is not None and (not math.isfinite(self.max_drop) or self.max_drop < 0):
+            raise TorchslimError(
+                f"max_drop must be a non-negative number, got {self.max_drop}.",
+                "Give the largest acceptable accuracy drop in points, e.g. --max-drop 1.0.",
+            )
+
+    @property
+    def name(self) -> str:
+        """``method/backend``, the key of :data:`QUANT_METHODS`."""
+        return f"{self.method.value}/{self.backend.value}"
+
+    def with_ignored(self, layers: tuple[str, ...]) -> QuantizeConfig:
+        """A copy with ``layers`` added to ``ignored_layers``."""
+        from dataclasses import replace
+
+        merged = tuple(dict.fromkeys((*self.ignored_layers, *layers)))
+        return replace(self, ignored_layers=merged)
+
+
+# ------------------------------------------------------------------------------------------------
+# Which method runs on which backend: one registry entry each (lazy targets, no backend imported).
+# ------------------------------------------------------------------------------------------------
+
+QUANT_METHODS: Registry[Any] = Registry("quantization method")
+
+_CALIB = ("calibration_data",)
+
+
+def _reg(
+    method: QuantMethod,
+    backend: QuantBackend,
+    target: str,
+    *,
+    needs: tuple[str, ...] = (),
+    requires: tuple[str, ...] = (),
+    extra: str | None = None,
+    tags: tuple[str, ...] = (),
+    description: str = "",
+) -> None:
+    QUANT_METHODS.register(
+        Entry(
+            f"{method.value}/{backend.value}",
+            target,
+            None,
+            requires,
+            extra,
+            needs,
+            tags,
+            description,
+        )
+    )
+
+
+_T = "torchslim.passes.quant_torch"
+_O = "torchslim.passes.quant_ort"
+_V = "torchslim.passes.quant_openvino"
+_M, _B = QuantMethod, QuantBackend
+_reg(
+    _M.DYNAMIC,
+    _B.TORCH,
+    f"{_T}:quantize_dynamic",
+    tags=("int8",),
+    description="torch.ao dynamic INT8 (Linear, LSTM, GRU); Conv stays float",
+)
+_reg(
+    _M.STATIC,
+    _B.TORCH,
+    f"{_T}:quantize_static",
+    needs=_CALIB,
+    tags=("int8", "inductor"),
+    description="PT2E + X86InductorQuantizer, compiled with Inductor",
+)
+_reg(
+    _M.WEIGHT_ONLY,
+    _B.TORCH,
+    f"{_T}:quantize_weight_only",
+    requires=("torchao",),
+    tags=("int8", "int4"),
+    description="torchao INT8/INT4 weight-only Linear",
+)
+_reg(
+    _M.FP16,
+    _B.TORCH,
+    f"{_T}:quantize_half",
+    tags=("fp16",),
+    description="FP16 weights and compute (slow on CPUs without native FP16)",
+)
+_reg(
+    _M.BF16,
+    _B.TORCH,
+    f"{_T}:quantize_half",
+    tags=("bf16",),
+    description="BF16 weights and compute (fast only with AVX-512 BF16 / AMX)",
+)
+_reg(
+    _M.QAT,
+    _B.TORCH,
+    f"{_T}:quantize_qat",
+    needs=("training_data",),
+    tags=("int8", "inductor"),
+    description="PT2E QAT: fake-quant, fine-tune, convert, Inductor",
+)
+_reg(
+    _M.DYNAMIC,
+    _B.ONNXRUNTIME,
+    f"{_O}:quantize_dynamic",
+    requires=("onnxruntime",),
+    tags=("int8",),
+    description="ONNX Runtime quantize_dynamic (MatMul/Gemm/Conv)",
+)
+_reg(
+    _M.STATIC,
+    _B.ONNXRUNTIME,
+    f"{_O}:quantize_static",
+    needs=_CALIB,
+    requires=("onnxruntime",),
+    tags=("int8",),
+    description="ONNX Runtime QDQ quantize_static (MinMax/Percentile/Entropy)",
+)
+_reg(
+    _M.STATIC,
+    _B.OPENVINO,
+    f"{_V}:quantize_static",
+    needs=_CALIB,
+    requires=("openvino", "nncf"),
+    extra="openvino",
+    tags=("int8",),
+    description="OpenVINO INT8 through nncf.quantize",
+)
+_reg(
+    _M.WEIGHT_ONLY,
+    _B.OPENVINO,
+    f"{_V}:quantize_weight_only",
+    requires=("openvino", "nncf"),
+    extra="openvino",
+    tags=("int8", "int4"),
+    description="OpenVINO INT8/INT4 weights through nncf.compress_weights",
+)
+_reg(
+    _M.BF16,
+    _B.OPENVINO,
+    f"{_V}:quantize_half",
+    requires=("openvino",),
+    extra="openvino",
+    tags=("bf16",),
+    description="OpenVINO with BF16 inference precision",
+)
+
+
+def list_quant_methods() -> list[Entry]:
+    """Every registered ``method/backend`` combination (importing no backend)."""
+    return QUANT_METHODS.list()
+
+
+def quant_entry(config: QuantizeConfig) -> Entry:
+    """The registry entry for ``config``, or a clear error listing what the backend offers."""
+    if config.name not in QUANT_METHODS:
+        offered = [
+            e.name.split("/")[0]
+            for e in QUANT_METHODS
+            if e.name.endswith("/" + config.backend.value)
+        ]
+        backends = [
+            e.name.split("/")[1]
+            for e in QUANT_METHODS
+            if e.name.startswith(config.method.value + "/")
+        ]
+        raise TorchslimError(
+            f"Method '{config.method.value}' is not offered by backend '{config.backend.value}'.",
+            f"Backend '{config.backend.value}' offers: {', '.join(offered)}; method "
+            f"'{config.method.value}' runs on: {', '.join(backends) or 'none'}.",
+        )
+    return QUANT_METHODS.get(config.name)
+
+
+# ------------------------------------------------------------------------------------------------
+# Helpers shared by the backends
+# ------------------------------------------------------------------------------------------------
+
+_QUANTIZABLE = ("Linear", "Conv1d", "Conv2d", "Conv3d", "LSTM", "GRU", "ConvTranspose2d")
+
+
+def quantizable_layers(module: nn.Module, kinds: tuple[str, ...] = _QUANTIZABLE) -> list[str]:
+    """Names of the modules a quantizer may convert (Linear, Conv, LSTM/GRU), in call order."""
+    return [n for n, m in module.named_modules() if n and type(m).__name__ in kinds]
+
+
+def is_transformer(module: nn.Module) -> bool:
+    """True when the model holds attention layers (transformer-aware settings apply)."""
+    for m in module.modules():
+        name = type(m).__name__.lower()
+        if "attention" in name or "transformer" in name:
+            return True
+    return False
+
+
+def calibration_set(ctx: PassContext, config: QuantizeConfig, *, what: str = "static") -> DataSet:
+    """The calibration samples for ``config`` (seeded subset), checked for NaN/Inf.
+
+    Raises:
+        TorchslimError: No calibration data (suggests dynamic or synthetic calibration).
+        DataError: NaN/Inf in the data.
+    """
+    data = ctx.calib
+    if data is None:
+        raise TorchslimError(
+            f"{what.capitalize()} quantization needs calibration data.",
+            "Give --calib DATA (e.g. torchslim:fashion_mnist?split=train), use --method dynamic "
+            "(no calibration), or calibrate on synthetic data (--calib synthetic) for a "
+            "fidelity-only result.",
+        )
+    data.check_finite()
+    if len(data) == 0:
+        raise DataError(f"Calibration data '{data.name}' is empty.", "Give at least one sample.")
+    return data.take(config.num_calibration_samples, seed=config.seed)
+
+
+def example_inputs(
+    ctx: PassContext, data: DataSet | None = None, batch: int = 2
+) -> tuple[Any, ...]:
+    """Example inputs (batch ``batch``) from the context or from ``data``."""
+    if ctx.example_inputs is not None or ctx.input_spec is not None:
+        xs = ctx.inputs()
+    elif data is not None:
+        xs = tuple(x[:batch] for x in data.inputs)
+    elif ctx.calib is not None:
+        xs = tuple(x[:batch] for x in ctx.calib.inputs)
+    elif ctx.eval is not None:
+        xs = tuple(x[:batch] for x in ctx.eval.inputs)
+    else:
+        raise TorchslimError(
+            "Quantization needs example inputs to trace the model.",
+            "Give calibration data (--calib), or --input-shape.",
+        )
+    if xs and len(xs[0]) < batch:
+        xs = tuple(x.repeat(batch, *([1] * (x.dim() - 1)))[:batch] for x in xs)
+    return tuple(x[:batch] for x in xs)
+
+
+def quantize_once(module: nn.Module, config: QuantizeConfig, ctx: PassContext) -> PassResult:
+    """Run one quantization (no accuracy-aware search) on ``module`` (modified in place).
+
+    Raises:
+        TorchslimError: Unsupported combination, missing data, or backend not installed.
+    """
+    entry = quant_entry(config)
+    if not entry.available():
+        missing = [
+            m for m in entry.requires if __import__("importlib.util").util.find_spec(m) is None
+        ]
+        raise BackendUnavailableError(
+            config.backend.value,
+            entry.extra or config.backend.value,
+            f"method '{config.method.value}' needs {', '.join(missing)}",
+        )
+    if "calibration_data" in entry.needs:
+        calibration_set(ctx, config, what=config.method.value)
+    if "training_data" in entry.needs and ctx.train is None:
+        raise TorchslimError(
+            "Quantization-aware training needs training data.",
+            "Give --train DATA (e.g. torchslim:fashion_mnist?split=train), or use --method static.",
+        )
+    if ctx.train is not None and "training_data" in entry.needs:
+        ctx.train.check_finite()
+    handler = entry.load()
+    module.eval()
+    result: PassResult = handler(module, config, ctx)
+    result.report.setdefault("method", config.method.value)
+    result.report.setdefault("backend", config.backend.value)
+    result.report.setdefault("ignored_layers", list(config.ignored_layers))
+    return result
+
+
+def finalize(result: PassResult, config: QuantizeConfig, ctx: PassContext) -> PassResult:
+    """Compile torch static/QAT INT8 graphs with Inductor (the fast path) when asked to."""
+    import time
+
+    torch_int8 = config.backend is QuantBackend.TORCH and config.method in (
+        QuantMethod.STATIC,
+        QuantMethod.QAT,
+    )
+    if torch_int8 and config.compile and result.deployed is None:
+        from torchslim.passes.quant_torch import compile_int8
+
+        start = time.perf_counter()
+        result.deployed = compile_int8(
+            result.module, example_inputs(ctx, ctx.calib or ctx.train, batch=1)
+        )
+        result.report["compiled"] = "inductor (freezing)"
+        result.report["compile_seconds"] = round(time.perf_counter() - start, 3)
+    return result
+
+
+def apply_quantize(
+    module: nn.Module, config: QuantizeConfig, ctx: PassContext, evaluator: Any = None
+) -> PassResult:
+    """Pass handler for :class:`QuantizeConfig` (registered in ``passes.catalog``).
+
+    With ``config.max_drop`` set and ``ctx.eval`` given, runs the accuracy-aware search (the
+    search evaluates torch INT8 graphs uncompiled; only the chosen one is compiled).
+
+    For the onnxruntime and openvino backends the quantized model is ``result.deployed`` (a
+    runtime object that runs and saves it); ``result.module`` is then the unchanged float module.
+    """
+    if config.max_drop is not None and (ctx.eval is not None or evaluator is not None):
+        from torchslim.passes.quant_accuracy import quantize_within_budget
+
+        result = quantize_within_budget(module, config, ctx, evaluator)
+    else:
+        result = quantize_once(module, config, ctx)
+    return finalize(result, config, ctx)
