@@ -9,7 +9,7 @@ size, then all runtimes of that model are timed **interleaved** at each batch si
     .venv/bin/python benchmarks/bench_runtimes.py --models torchvision:resnet18 --batch 1
 
 Results: ``benchmarks/results/runtimes.json`` and the ``runtimes`` section of
-``BENCHMARKS_runtimes.md`` (or ``--md``).
+``BENCHMARKS.md`` (or ``--md``).
 """
 
 from __future__ import annotations
@@ -250,7 +250,7 @@ def main() -> None:
         help="Comma-separated variant names (see VARIANTS).",
     )
     ap.add_argument("--max-time", type=float, default=2.0, help="Seconds per runtime and batch.")
-    ap.add_argument("--md", default=str(ROOT / "BENCHMARKS_runtimes.md"))
+    ap.add_argument("--md", default=str(ROOT / "BENCHMARKS.md"))
     ap.add_argument("--tag", default="", help="Suffix for the JSON results file name.")
     ap.add_argument(
         "--auto-models",

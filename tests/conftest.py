@@ -3,19 +3,11 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-ASSETS = Path(__file__).resolve().parents[1] / "src" / "torchslim" / "reference" / "assets"
-HAVE_REFERENCE = (ASSETS / "fashion_cnn.safetensors").exists()
-
-requires_reference = pytest.mark.skipif(
-    not HAVE_REFERENCE, reason="reference model assets not generated"
-)
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,4 @@
-"""Tiny models and datasets importable as ``support_models:NAME`` sources in tests."""
+"""Tiny models and datasets importable as ``support_models:NAME`` sources in tests, and markers."""
 
 from __future__ import annotations
 
@@ -7,6 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
+
+ASSETS = Path(__file__).resolve().parents[1] / "src" / "torchslim" / "reference" / "assets"
+HAVE_REFERENCE = (ASSETS / "fashion_cnn.safetensors").exists()
+
+requires_reference = pytest.mark.skipif(
+    not HAVE_REFERENCE, reason="reference model assets not generated"
+)
 
 
 class TinyCNN(nn.Module):

@@ -67,3 +67,35 @@ def test_registry_lookup_and_availability() -> None:
         reg.get("c")
     with pytest.raises(ValueError):
         reg.register(Entry("a", "math:cos"))
+
+
+def test_builtin_configs_round_trip_without_prior_imports() -> None:
+    """Recipes name built-in pass/runtime configs; loading them must not need manual imports."""
+    import subprocess
+    import sys
+
+    code = (
+        "from torchslim.config import config_from_dict\n"
+        "c = config_from_dict({'type': 'OrtConfig', 'version': 1, 'fields': {'opset': 17}})\n"
+        "print(type(c).__name__, c.opset)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["OrtConfig", "17"]
+
+
+def test_every_registered_config_round_trips() -> None:
+    from torchslim.config import known_config_types
+    from torchslim.passes import list_passes
+    from torchslim.runtimes import list_runtimes
+
+    list_passes()
+    list_runtimes()
+    types = known_config_types()
+    assert {"QuantizeConfig", "PruneConfig", "FuseConfig", "OrtConfig", "OpenVINOConfig"} <= set(
+        types
+    )
+    for cls in types.values():
+        if cls is _TestConfig:
+            continue
+        cfg = cls()
+        assert config_from_dict(config_to_dict(cfg)) == cfg

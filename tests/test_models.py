@@ -183,3 +183,22 @@ def test_input_spec_examples_are_seeded_and_checked() -> None:
         spec.check((torch.zeros(1, 3, 4, 4, dtype=torch.int64),))
     with pytest.raises(ShapeError, match="expects 1 input"):
         spec.check((torch.rand(1, 3, 4, 4), torch.rand(1)))
+
+
+def test_torchslim_output_directories_are_sources(
+    tmp_path: Path, tiny_model: torch.nn.Module
+) -> None:
+    from torchslim.runtimes import build
+    from torchslim.runtimes.configs import OrtConfig
+    from torchslim.slim import save_slim
+
+    x = torch.rand(2, 1, 8, 8)
+    slim_dir = save_slim(
+        tiny_model, tmp_path / "slim", arch="support_models:tiny", example_inputs=(x,)
+    )
+    m = load_model(str(slim_dir), input_spec="1x1x8x8")
+    assert m.kind == "slim"
+    torch.testing.assert_close(m.require_module()(x), tiny_model(x))
+    build(tiny_model, OrtConfig(), (x,)).save(tmp_path / "ort")
+    o = load_model(str(tmp_path / "ort"))
+    assert o.kind == "onnx" and o.onnx_path is not None and o.onnx_path.name == "model.onnx"

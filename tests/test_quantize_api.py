@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import torchslim
-from conftest import requires_reference
+from support_models import requires_reference
 from torchslim.errors import AccuracyBudgetError, SourceError, TorchslimError
 from torchslim.quantization import QuantizeConfig, load_quantized
 

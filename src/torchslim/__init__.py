@@ -22,7 +22,13 @@ if TYPE_CHECKING:
     from torchslim.evaluate import Evaluator, Fidelity, fidelity
     from torchslim.models import InputSpec, LoadedModel, load_model, parse_input_spec
     from torchslim.passes import PassContext, apply_pass, list_passes
+    from torchslim.passes.compress import ClusterConfig, DepthwiseConfig, LowRankConfig
+    from torchslim.passes.prune import PruneConfig
+    from torchslim.passes.quantize import QuantizeConfig
+    from torchslim.quantization import QuantizedModel, load_quantized, quantize
     from torchslim.runtimes import build, list_runtimes
+    from torchslim.slim import cluster, depthwise, distill, load_slim, lowrank, prune, save_slim
+    from torchslim.train import DistillConfig
 
 # public name -> module that defines it
 _LAZY: dict[str, str] = {
@@ -38,6 +44,22 @@ _LAZY: dict[str, str] = {
     "PassContext": "torchslim.passes",
     "apply_pass": "torchslim.passes",
     "list_passes": "torchslim.passes",
+    "prune": "torchslim.slim",
+    "distill": "torchslim.slim",
+    "lowrank": "torchslim.slim",
+    "cluster": "torchslim.slim",
+    "depthwise": "torchslim.slim",
+    "save_slim": "torchslim.slim",
+    "load_slim": "torchslim.slim",
+    "PruneConfig": "torchslim.passes.prune",
+    "DistillConfig": "torchslim.train",
+    "LowRankConfig": "torchslim.passes.compress",
+    "ClusterConfig": "torchslim.passes.compress",
+    "DepthwiseConfig": "torchslim.passes.compress",
+    "quantize": "torchslim.quantization",
+    "QuantizedModel": "torchslim.quantization",
+    "load_quantized": "torchslim.quantization",
+    "QuantizeConfig": "torchslim.passes.quantize",
     "build": "torchslim.runtimes",
     "list_runtimes": "torchslim.runtimes",
 }

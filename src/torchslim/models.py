@@ -468,6 +468,25 @@ def _load_file(
     if not path.exists():
         raise SourceError(f"Model file '{path}' does not exist.", "Check the path.")
     if path.is_dir():
+        if (path / "slim.json").is_file():  # written by torchslim prune/compress/distill
+            import json
+
+            from torchslim.slim import load_slim
+
+            module = load_slim(path)
+            meta = json.loads((path / "slim.json").read_text(encoding="utf-8"))
+            base = load_model(meta["arch"]) if spec is None and meta.get("arch") else None
+            return LoadedModel(
+                src,
+                "slim",
+                module,
+                spec or (base.input_spec if base else None),
+                path=path / "model.safetensors",
+                task=base.task if base else "unknown",
+            )
+        for onnx_file in (path / "model.onnx", path / "runtime" / "model.onnx"):
+            if onnx_file.is_file():  # written by torchslim export / quantize (ONNX Runtime)
+                return _load_onnx(src, onnx_file, spec)
         if (path / "config.json").exists():
             return _load_hf(src, str(path), spec)
         raise SourceError(

@@ -8,7 +8,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from conftest import requires_reference
+from support_models import requires_reference
 from torchslim.cli.main import app
 
 runner = CliRunner()

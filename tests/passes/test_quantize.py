@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import requires_reference
+from support_models import requires_reference
 from torchslim.config import config_from_dict, config_to_dict
 from torchslim.data import DataSet
 from torchslim.errors import AccuracyBudgetError, BackendUnavailableError, DataError, TorchslimError

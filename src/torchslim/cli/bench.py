@@ -41,7 +41,14 @@ _HELP = (
     "  torchslim bench torchvision:resnet18 --batch 1,8\n\n"
     "  torchslim bench torchslim:fashion_cnn model_int8.onnx --batch 1,32 --threads 2\n\n"
     "  torchslim bench weights.pt --arch torchvision:resnet18 --input-shape 1x3x160x160\n\n"
-    "  torchslim bench torchvision:mobilenet_v2 --json > bench.json"
+    "  torchslim bench torchvision:mobilenet_v2 --json > bench.json\n\n"
+    "Runtimes (--runtime): eager (default) runs the model as loaded; a runtime name "
+    "(onnxruntime, openvino, torchscript, inductor, export, tensorrt) builds it there first; "
+    "'all' builds every runtime available on this machine, checks each against eager FP32 "
+    "(parity), measures them side by side and names the fastest per batch size; 'auto' picks "
+    "the fastest (runtime, threads, hint) for this machine, caches the choice per model and "
+    "machine, and measures it against eager.\n\n"
+    "  torchslim bench torchslim:fashion_resnet --runtime all --batch 1,32"
 )
 
 
@@ -97,6 +104,13 @@ def bench(
         10.0, "--max-time", min=0.001, help="Measured seconds at most, per model and batch size."
     ),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    runtime: str = typer.Option(
+        "eager",
+        "--runtime",
+        help="eager, a runtime name (onnxruntime, openvino, torchscript, inductor, export, "
+        "tensorrt), 'all' (every available runtime, parity-checked, side by side) or 'auto' "
+        "(the fastest for this machine, cached).",
+    ),
     peak: bool = typer.Option(
         True, "--peak/--no-peak", help="Compute %-of-peak (runs a ~2 s GEMM benchmark once)."
     ),
@@ -121,6 +135,7 @@ def bench(
         peak=peak,
         refresh_peak=refresh_peak,
         json_out=json_out,
+        runtime=runtime,
     )
 
 
@@ -139,6 +154,7 @@ def _run(
     peak: bool,
     refresh_peak: bool,
     json_out: bool,
+    runtime: str = "eager",
 ) -> None:
     batch_sizes = parse_int_list(batch, "--batch")
     if max_time < min_time:
@@ -164,12 +180,19 @@ def _run(
     spec = parse_input_spec(input_shape) if input_shape else None
 
     targets = []
-    with err.status("Loading models…"):
+    runtime_info: dict[str, Any] = {}
+    with err.status("Loading models…") as status:
         for name, src in zip(_unique_names(sources), sources, strict=True):
             loaded = load_model(src, arch=arch, input_spec=spec, trust_pickle=trust_pickle)
-            targets.append(
-                BenchTarget.from_loaded(loaded, name=name, threads=threads_used, device=device)
+            base = BenchTarget.from_loaded(loaded, name=name, threads=threads_used, device=device)
+            if runtime == "eager" or loaded.module is None:
+                targets.append(base)
+                continue
+            extra, rt_info = _runtime_targets(
+                runtime, base, loaded, batch_sizes, threads_used, status.update
             )
+            targets += extra
+            runtime_info[name] = rt_info
         info = machine_info(include_gpu=device == "cuda")
     peak_flops = None
     if peak:
@@ -181,10 +204,114 @@ def _run(
     measurements = _measure_with_progress(
         err, targets, batch_sizes, threads_used, config, peak_flops, info, measure_models
     )
+    fastest = _fastest(measurements, runtime_info, batch_sizes)
     if json_out:
-        emit_json(measurements_to_dict(measurements, peak=peak_flops, config=config))
+        report = measurements_to_dict(measurements, peak=peak_flops, config=config)
+        if runtime != "eager":
+            report["runtime"] = {"mode": runtime, "models": runtime_info, "fastest": fastest}
+        emit_json(report)
         return
     _print_report(measurements, info, peak_flops, config)
+    if runtime != "eager":
+        _print_runtime_summary(runtime, runtime_info, fastest)
+
+
+def _runtime_targets(
+    runtime: str,
+    base: Any,
+    loaded: Any,
+    batch_sizes: list[int],
+    threads: int,
+    say: Any,
+) -> tuple[list[Any], dict[str, Any]]:
+    """Targets for one model under ``--runtime``: eager first, then the built runtimes."""
+    from torchslim.measure import BenchTarget
+    from torchslim.runtimes.auto import build_variants, cached_autotune, candidate_variants
+
+    module = loaded.require_module()
+    spec = loaded.input_spec
+    targets = [replace_name(base, f"{base.name} · eager")]
+    info: dict[str, Any] = {"variants": {}, "failures": []}
+    if runtime == "auto":
+        say(f"Choosing the fastest runtime for {base.name} (cached per machine)…")
+        choice = cached_autotune(module, spec, batch_sizes=batch_sizes, source=loaded.source)
+        info["choice"] = choice.to_dict()
+        info["cached"] = choice.cached
+        for b, (name, dep) in choice.deployed_by_batch().items():
+            label = f"{base.name} · auto b{b}: {name}"
+            if any(t.name == label for t in targets):
+                continue
+            targets.append(BenchTarget(label, dep, spec.example_inputs, module=module))
+            info["variants"][label] = {"variant": name, "batch": b}
+        return targets, info
+    names = None if runtime == "all" else [runtime]
+    image = spec is not None and len(spec.inputs[0].shape) == 4
+    variants = [
+        v
+        for v in candidate_variants(names, threads=[threads], image_inputs=image)
+        if not (v.runtime == "eager" and not getattr(v.config, "channels_last", False))
+    ]
+    if not variants:
+        raise TorchslimError(
+            f"Runtime '{runtime}' is not available on this machine.",
+            "Run `torchslim bench MODEL --runtime all` to see what is.",
+        )
+    say(f"Building and parity-checking {len(variants)} runtime variant(s) for {base.name}…")
+    built, failures = build_variants(module, spec, variants)
+    info["failures"] = failures
+    if runtime != "all" and not built:
+        raise TorchslimError(
+            f"Runtime '{runtime}' failed for {base.name}: {failures[0]['error'] if failures else ''}",
+            "Try another runtime, or --runtime all to compare what works.",
+        )
+    for v, dep, parity in built:
+        label = f"{base.name} · {v.name}"
+        targets.append(BenchTarget(label, dep, spec.example_inputs, module=module, threads=threads))
+        info["variants"][label] = {
+            "variant": v.name,
+            "runtime": v.runtime,
+            "build_seconds": round(float(dep.build_seconds), 3),
+            "parity": parity.to_dict(),
+        }
+    return targets, info
+
+
+def replace_name(target: Any, name: str) -> Any:
+    """A copy of a bench target under another name."""
+    import dataclasses
+
+    return dataclasses.replace(target, name=name)
+
+
+def _fastest(
+    measurements: list[Measurement], runtime_info: dict[str, Any], batch_sizes: list[int]
+) -> dict[str, dict[str, str]]:
+    """Per model and batch size, the fastest measured variant (by median latency)."""
+    out: dict[str, dict[str, str]] = {}
+    for model in runtime_info:
+        rows = [m for m in measurements if m.name.startswith(f"{model} · ")]
+        out[model] = {
+            str(b): min(rows, key=lambda m: m.batches[b].latency.p50_ms).name.split(" · ", 1)[1]
+            for b in batch_sizes
+            if rows
+        }
+    return out
+
+
+def _print_runtime_summary(
+    runtime: str, runtime_info: dict[str, Any], fastest: dict[str, dict[str, str]]
+) -> None:
+    out = stdout_console()
+    for model, info in runtime_info.items():
+        for fail in info.get("failures", []):
+            out.print(
+                f"[red]✗[/red] {model} · {fail['variant']}: {fail['error'][:160]}", highlight=False
+            )
+        if runtime == "auto":
+            src = "cached choice" if info.get("cached") else "measured now, cached for next time"
+            out.print(f"[bold]auto[/bold] {model}: {src}", highlight=False)
+        picks = ", ".join(f"batch {b} → {v}" for b, v in fastest.get(model, {}).items())
+        out.print(f"[bold]Fastest here[/bold] {model}: {picks}", highlight=False)
 
 
 def _measure_with_progress(

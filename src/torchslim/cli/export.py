@@ -120,7 +120,12 @@ def export_model(
         if progress is not None:
             progress(msg)
 
-    config = runtime_config(runtime, opset=opset, precision=precision, threads=threads, aot=aot)
+    auto = runtime == "auto"
+    config = (
+        None
+        if auto
+        else runtime_config(runtime, opset=opset, precision=precision, threads=threads, aot=aot)
+    )
     step(f"Loading {model}")
     loaded = load_model(model, arch=arch, input_spec=input_shape, trust_pickle=trust_pickle)
     module = loaded.require_module()
@@ -129,6 +134,15 @@ def export_model(
         raise ShapeError(
             f"Input shapes of '{model}' are unknown.", "Give --input-shape, e.g. 1x3x224x224."
         )
+    chosen = None
+    if auto:
+        from torchslim.runtimes.auto import cached_autotune
+
+        step("Choosing the fastest runtime for this machine (cached per machine and model)")
+        choice = cached_autotune(module, spec, batch_sizes=(spec.batch_size,), source=model)
+        config = choice.config(spec.batch_size)
+        runtime = choice.choices[spec.batch_size]["runtime"]
+        chosen = {"variant": choice.choices[spec.batch_size]["variant"], "cached": choice.cached}
     step(f"Building {runtime}")
     deployed = build(module, config, spec.example_inputs(batch_size=2))
     step("Checking parity against eager FP32")
@@ -151,6 +165,7 @@ def export_model(
         "info": {k: v for k, v in deployed.info.items() if k != "parity"},
         "parity": report.to_dict(),
         "parity_summary": report.summary(),
+        "auto": chosen,
     }
 
 
@@ -163,7 +178,11 @@ def export_command(
         "(with --arch), file.pt2, hf:DIR or pkg.module:factory.",
     ),
     runtime: str = typer.Option(
-        ..., "--runtime", "-r", help=f"Target runtime: {'|'.join(RUNTIME_NAMES)}."
+        ...,
+        "--runtime",
+        "-r",
+        help=f"Target runtime: {'|'.join(RUNTIME_NAMES)}, or auto (the fastest parity-checked "
+        "runtime for this machine at the --input-shape batch size, measured once and cached).",
     ),
     out: str = typer.Option(..., "--out", "-o", help="Output directory (written atomically)."),
     arch: str | None = typer.Option(

@@ -27,7 +27,7 @@ Examples:
   torchslim inspect weights.pt --arch torchvision:resnet18 --input-shape 1x3x160x160
   torchslim inspect mypkg.models:build --input-shape 1x16
   torchslim inspect model.onnx --json | jq .score
-"""  # noqa: E501
+"""
 
 _ICONS = {"info": ("✓", "green"), "warn": ("!", "yellow"), "fail": ("✗", "red")}
 

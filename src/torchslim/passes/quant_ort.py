@@ -19,6 +19,8 @@ transformer scheme with SmoothQuant) for transformers.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -46,22 +48,36 @@ _OPS = ("Conv", "MatMul", "Gemm")
 
 
 def _export(module: nn.Module, ctx: PassContext, data: DataSet | None, workdir: Path) -> Path:
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
     from torchslim.runtimes.ort import export_for_runtime
 
     raw = export_for_runtime(module, example_inputs(ctx, data), workdir / "float.onnx")
     pre = workdir / "pre.onnx"
-    for kwargs in (
-        {},
-        {"skip_symbolic_shape": True},
-        {"skip_optimization": True, "skip_symbolic_shape": True},
+    # ONNX Runtime's pre-processing dumps files into the *current directory* when symbolic shape
+    # inference fails (as it does on transformers); run it in a child process inside the work
+    # directory so nothing lands in the user's folder.
+    for flags in (
+        [],
+        ["--skip_symbolic_shape", "1"],
+        ["--skip_optimization", "1", "--skip_symbolic_shape", "1"],
     ):
-        try:
-            quant_pre_process(str(raw), str(pre), **kwargs)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "onnxruntime.quantization.preprocess",
+                "--input",
+                str(raw),
+                "--output",
+                str(pre),
+                *flags,
+            ],
+            cwd=workdir,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode == 0 and pre.exists():
             return pre
-        except Exception:
-            continue
     return raw
 
 

@@ -35,12 +35,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AUTO_TIMING",
+    "AutoChoice",
     "AutotuneResult",
     "AutotuneRow",
     "Variant",
     "autotune",
     "build_variants",
+    "cached_autotune",
     "candidate_variants",
+    "choice_key",
     "select_runtime",
 ]
 
@@ -458,3 +461,139 @@ def select_runtime(
     """
     result = autotune(module, inputs, batch_sizes=(batch_size,), **kwargs)
     return result.best_config(batch_size), result
+
+
+# --------------------------------------------------------------------------------------------
+# The choice, cached per machine and model so that `--runtime auto` elsewhere reuses it
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class AutoChoice:
+    """The fastest runtime per batch size for one model on this machine.
+
+    Attributes:
+        choices: Batch size → ``{"variant", "runtime", "config"}`` (config as data).
+        cached: True when read from the cache instead of measured now.
+        key: The cache key (machine fingerprint, threads, model weights, input shapes).
+        result: The full :class:`AutotuneResult` when measured now.
+        deployed: Batch size → the built runtime for that choice.
+    """
+
+    choices: dict[int, dict[str, Any]]
+    cached: bool
+    key: str
+    result: AutotuneResult | None = None
+    deployed: dict[int, Any] = field(default_factory=dict, repr=False)
+
+    def deployed_by_batch(self) -> dict[int, tuple[str, Any]]:
+        """Batch size → ``(variant name, built runtime)``."""
+        return {b: (self.choices[b]["variant"], d) for b, d in self.deployed.items()}
+
+    def config(self, batch_size: int) -> Any:
+        """The chosen runtime config for ``batch_size``."""
+        from torchslim.config import config_from_dict
+
+        return config_from_dict(self.choices[batch_size]["config"])
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly values."""
+        return {
+            "key": self.key,
+            "cached": self.cached,
+            "choices": {str(b): c for b, c in self.choices.items()},
+            "autotune": self.result.to_dict() if self.result is not None else None,
+        }
+
+
+def choice_key(module: nn.Module, inputs: InputSpec, *, source: str | None = None) -> str:
+    """Cache key of a model on this machine: fingerprint, threads, weights and input shapes."""
+    import hashlib
+
+    import torch
+
+    from torchslim.machine import machine_info
+
+    h = hashlib.sha256()
+    h.update(machine_info(include_gpu=False).fingerprint.encode())
+    h.update(f"threads={torch.get_num_threads()};inputs={inputs};src={source}".encode())
+    h.update(type(module).__qualname__.encode())
+    for name, t in module.state_dict().items():
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        if t.numel():
+            h.update(t.detach().contiguous().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:24]
+
+
+def _cache_file(key: str) -> Path:
+    from torchslim.machine import cache_dir
+
+    return cache_dir() / "auto" / f"{key}.json"
+
+
+def cached_autotune(
+    module: nn.Module,
+    inputs: InputSpec,
+    *,
+    batch_sizes: Sequence[int] = (1,),
+    source: str | None = None,
+    refresh: bool = False,
+    **kwargs: Any,
+) -> AutoChoice:
+    """:func:`autotune` once per machine and model; later calls rebuild the cached choice.
+
+    A cached choice is rebuilt and parity-checked again (never trusted blindly); if it no longer
+    builds here, the model is autotuned afresh.
+
+    Args:
+        module: The eager FP32 model.
+        inputs: Its input spec.
+        batch_sizes: Batch sizes to choose for.
+        source: The model's source string (part of the key).
+        refresh: Ignore the cache and measure again.
+        **kwargs: Passed to :func:`autotune`.
+    """
+    import json
+    import os
+
+    from torchslim.config import config_from_dict
+    from torchslim.parity import check_parity
+    from torchslim.runtimes import build
+
+    key = choice_key(module, inputs, source=source)
+    path = _cache_file(key)
+    cached: dict[str, Any] = {}
+    if path.exists() and not refresh:
+        try:
+            cached = json.loads(path.read_text()).get("choices", {})
+        except (OSError, ValueError):
+            cached = {}
+    if cached and all(str(b) in cached for b in batch_sizes):
+        choice = AutoChoice({int(b): cached[str(b)] for b in batch_sizes}, True, key)
+        example = inputs.example_inputs(batch_size=2)
+        try:
+            built: dict[str, Any] = {}
+            for b in batch_sizes:
+                c = choice.choices[int(b)]
+                if c["variant"] not in built:
+                    dep = build(module, config_from_dict(c["config"]), example)
+                    check_parity(dep, module, inputs)
+                    built[c["variant"]] = dep
+                choice.deployed[int(b)] = built[c["variant"]]
+            return choice
+        except TorchslimError:
+            pass  # the cached choice no longer works here: measure again
+    result = autotune(module, inputs, batch_sizes=batch_sizes, **kwargs)
+    choices: dict[int, dict[str, Any]] = {
+        int(b): {"variant": r.variant, "runtime": r.runtime, "config": r.config}
+        for b, r in result.best.items()
+    }
+    choice = AutoChoice(choices, False, key, result)
+    choice.deployed = {b: result.deployed[c["variant"]] for b, c in choices.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    merged = {**cached, **{str(b): c for b, c in choices.items()}}
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"source": source, "choices": merged}, indent=2))
+    os.replace(tmp, path)
+    return choice
