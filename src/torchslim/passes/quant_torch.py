@@ -173,17 +173,31 @@ def _dynamic_shapes(inputs: tuple[Any, ...]) -> tuple[dict[int, Any], ...]:
 
 
 def _export(module: nn.Module, inputs: tuple[Any, ...]) -> Any:
-    try:
-        with _quiet():
-            return torch.export.export(
-                module, inputs, dynamic_shapes=_dynamic_shapes(inputs), strict=False
-            ).module()
-    except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ExportError(
-            f"torch.export failed before PT2E quantization: {first[:240]}",
-            "Use --backend onnxruntime or openvino, or --method dynamic.",
-        ) from exc
+    """Export with a dynamic batch (and sequence) axis; fall back to fewer dynamic axes.
+
+    Hugging Face encoders guard the sequence length (position table of 512, attention-mask
+    broadcasts), so a dynamic sequence axis fails there; a dynamic batch with the example's
+    sequence length works (inputs are padded to a fixed length anyway).
+    """
+    dynamic = _dynamic_shapes(inputs)
+    batch_only = tuple({0: d[0]} for d in dynamic)
+    first_exc: Exception | None = None
+    for shapes in (dynamic, batch_only, None):
+        if shapes is batch_only and batch_only == dynamic:
+            continue
+        try:
+            with _quiet():
+                return torch.export.export(
+                    module, inputs, dynamic_shapes=shapes, strict=False
+                ).module()
+        except Exception as exc:
+            first_exc = first_exc or exc
+    assert first_exc is not None
+    first = (str(first_exc).strip().splitlines() or [type(first_exc).__name__])[0]
+    raise ExportError(
+        f"torch.export failed before PT2E quantization: {first[:240]}",
+        "Use --backend onnxruntime or openvino, or --method dynamic.",
+    ) from first_exc
 
 
 def _quantizer(config: QuantizeConfig, qat: bool) -> Any:
@@ -258,6 +272,22 @@ def drop_unused_tensors(graph_module: nn.Module) -> int:
     return dropped
 
 
+def _prepare(prepare: Any, graph: Any, quantizer: Any) -> Any:
+    """``prepare_pt2e``/``prepare_qat_pt2e`` with a clear error when annotation fails.
+
+    X86InductorQuantizer fails inside its pattern matching on some graphs (e.g. the Hugging Face
+    BERT encoder of MiniLM: ``IndexError`` in ``partition.output_nodes``).
+    """
+    try:
+        return prepare(graph, quantizer)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise TorchslimError(
+            f"X86InductorQuantizer could not annotate this model ({type(exc).__name__}: {first}).",
+            "Use --backend openvino (static) or onnxruntime (dynamic) for this model.",
+        ) from exc
+
+
 def _run_batches(fn: Any, data: Any, batch_size: int = 32) -> None:
     with torch.no_grad():
         for inputs, _ in data.batches(batch_size):
@@ -275,7 +305,7 @@ def quantize_static(module: nn.Module, config: QuantizeConfig, ctx: PassContext)
     start = time.perf_counter()
     graph = _export(module, inputs)
     with _quiet():
-        prepared = prepare_pt2e(graph, quantizer)
+        prepared = _prepare(prepare_pt2e, graph, quantizer)
         _run_batches(prepared, calib)
         converted = convert_pt2e(prepared)
     dropped = drop_unused_tensors(converted)
@@ -348,7 +378,7 @@ def quantize_qat(module: nn.Module, config: QuantizeConfig, ctx: PassContext) ->
     module.train()
     graph = _export(module, inputs)
     with _quiet():
-        prepared = prepare_qat_pt2e(graph, quantizer)
+        prepared = _prepare(prepare_qat_pt2e, graph, quantizer)
         move_exported_model_to_train(prepared)
         with torch.enable_grad():
             training = train_steps(prepared, teacher, config, ctx)
