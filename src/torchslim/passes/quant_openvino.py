@@ -24,6 +24,7 @@ from torchslim.passes.quantize import (
     QuantizeConfig,
     calibration_set,
     example_inputs,
+    fold_batchnorm,
     is_transformer,
     quantizable_layers,
 )
@@ -55,7 +56,7 @@ def _convert(module: nn.Module, ctx: PassContext, data: Any) -> tuple[Any, list[
     from torchslim.runtimes.ov import convert
 
     inputs = example_inputs(ctx, data)
-    model, seconds = convert(module, inputs, OpenVINOConfig())
+    model, seconds = convert(fold_batchnorm(module, inputs), inputs, OpenVINOConfig())
     return model, input_names_for(inputs, module=module), seconds
 
 
@@ -164,10 +165,14 @@ def quantize_static(module: nn.Module, config: QuantizeConfig, ctx: PassContext)
         note = "NNCF always uses per-channel weight scales for Conv/MatMul on CPU"
     else:
         note = None
-    deployed = _build(qmodel, names)
+    # The ops NNCF leaves in float run at OpenVINO's own default precision (BF16 on CPUs with
+    # AVX-512 BF16/AMX), as they would for a user compiling the NNCF model by hand; the result
+    # is validated against FP32 like every quantized model, and the precision is reported.
+    deployed = _build(qmodel, names, "default")
     report = {
         "quantized_layers": quantized,
         "float_layers": float_layers,
+        "inference_precision": deployed.info.get("precision"),
         "weights": "int8 per-channel",
         "activations": f"int8/uint8 static ({config.calibration.value}, preset {preset.value})",
         "model_type": "transformer" if transformer else "default",

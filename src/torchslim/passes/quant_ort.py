@@ -33,6 +33,7 @@ from torchslim.passes.quantize import (
     QuantizeConfig,
     calibration_set,
     example_inputs,
+    fold_batchnorm,
     is_transformer,
     quantizable_layers,
 )
@@ -50,7 +51,8 @@ _OPS = ("Conv", "MatMul", "Gemm")
 def _export(module: nn.Module, ctx: PassContext, data: DataSet | None, workdir: Path) -> Path:
     from torchslim.runtimes.ort import export_for_runtime
 
-    raw = export_for_runtime(module, example_inputs(ctx, data), workdir / "float.onnx")
+    inputs = example_inputs(ctx, data)
+    raw = export_for_runtime(fold_batchnorm(module, inputs), inputs, workdir / "float.onnx")
     pre = workdir / "pre.onnx"
     # ONNX Runtime's pre-processing dumps files into the *current directory* when symbolic shape
     # inference fails (as it does on transformers); run it in a child process inside the work

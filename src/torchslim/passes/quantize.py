@@ -408,6 +408,18 @@ def calibration_set(ctx: PassContext, config: QuantizeConfig, *, what: str = "st
     return data.take(config.num_calibration_samples, seed=config.seed)
 
 
+def fold_batchnorm(module: nn.Module, inputs: tuple[Any, ...]) -> nn.Module:
+    """A copy of ``module`` with BatchNorm folded into the preceding Conv/Linear.
+
+    Backends fold BatchNorm anyway; doing it first keeps every Conv/MatMul named after its
+    PyTorch module in the exported graph, so per-layer reports and ignored layers map correctly.
+    """
+    from torchslim.passes.base import PassContext, apply_pass
+    from torchslim.passes.graph import FuseConfig
+
+    return apply_pass(module, FuseConfig(), PassContext(example_inputs=inputs)).module  # type: ignore[no-any-return]
+
+
 def example_inputs(
     ctx: PassContext, data: DataSet | None = None, batch: int = 2
 ) -> tuple[Any, ...]:
@@ -443,7 +455,7 @@ def quantize_once(module: nn.Module, config: QuantizeConfig, ctx: PassContext) -
         ]
         raise BackendUnavailableError(
             config.backend.value,
-            entry.extra or config.backend.value,
+            entry.extra,
             f"method '{config.method.value}' needs {', '.join(missing)}",
         )
     if "calibration_data" in entry.needs:
