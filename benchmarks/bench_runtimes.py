@@ -152,8 +152,8 @@ def to_markdown(
         "model are timed interleaved at each batch size (p50 of steady state; the first call is "
         "reported apart). Every runtime passed parity against eager FP32 at batch 1 and 4 "
         "(and sequence 128 and 17 for MiniLM, with padded masks) before it was timed; "
-        "the precision column says which tolerance applied. The CPU is shared with other "
-        "work, so absolute numbers swing (±30% between runs at batch 1): compare the ratios.",
+        "the precision column says which tolerance applied. Load averages are given per model; "
+        "batch-1 numbers swing about ±30% between runs on this 2-core machine: compare ratios.",
         "",
         "Build = export/conversion/compile time (for inductor, the compiling first call at "
         "batch 2). Size = files written by `save()` (inductor would need a full AOTInductor "

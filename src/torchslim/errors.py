@@ -66,11 +66,7 @@ class BackendUnavailableError(TorchslimError):
 
     def __init__(self, backend: str, extra: str | None = None, reason: str | None = None) -> None:
         msg = f"Backend '{backend}' is not available" + (f": {reason}." if reason else ".")
-        hint = (
-            f"Install it with: pip install 'torchslim[{extra}]'"
-            if extra
-            else "Reinstall torchslim with its dependencies: pip install -c constraints.txt -e ."
-        )
+        hint = f"Install it with: pip install 'torchslim[{extra}]'" if extra else None
         super().__init__(msg, hint)
         self.backend = backend
         self.extra = extra

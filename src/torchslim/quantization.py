@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from torchslim._json import to_jsonable
 from torchslim.errors import AccuracyBudgetError, SourceError, TorchslimError
 from torchslim.passes.quantize import QuantBackend, QuantizeConfig, QuantMethod
 
@@ -128,7 +128,7 @@ class QuantizedModel:
                     {"shape": list(x.shape), "dtype": str(x.dtype).replace("torch.", "")}
                     for x in self.example_inputs
                 ],
-                "report": _jsonable(self.report),
+                "report": to_jsonable(self.report),
             }
             (tmp / _META).write_text(json.dumps(meta, indent=2) + "\n")
         return directory
@@ -184,18 +184,6 @@ def _config_dict(config: QuantizeConfig) -> dict[str, Any]:
     from torchslim.config import config_to_dict
 
     return config_to_dict(config)
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
-        return obj
-    return str(obj)
 
 
 def load_quantized(directory: str | Path, *, compile: bool = False) -> QuantizedModel:
@@ -437,6 +425,6 @@ def quantize(
                 f"The final {config.name} model dropped {drop:.2f} {budget.unit()} "
                 f"({budget.metric}), over the budget of {config.max_drop:g}.",
                 "Raise --max-drop or try another method/backend.",
-                best={"drop": drop, "report": _jsonable(rep)},
+                best={"drop": drop, "report": to_jsonable(rep)},
             )
     return qm

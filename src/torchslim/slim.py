@@ -539,10 +539,10 @@ def save_slim(
         }
         (tmp / "slim.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
         if report is not None:
-            from torchslim.cli._common import _clean
+            from torchslim._json import to_jsonable
 
             (tmp / "report.json").write_text(
-                json.dumps(_clean(report), indent=2, default=str), encoding="utf-8"
+                json.dumps(to_jsonable(report), indent=2, default=str), encoding="utf-8"
             )
         if out.exists():
             old = out.with_name(f".{out.name}.old{os.getpid()}")

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import typer
 
+from torchslim._json import to_jsonable
 from torchslim.errors import TorchslimError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -38,19 +38,9 @@ def stdout_console() -> Any:
     return Console(width=None if sys.stdout.isatty() else 140)
 
 
-def _clean(obj: Any) -> Any:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    return obj
-
-
 def emit_json(obj: Any) -> None:
     """Write ``obj`` as JSON to stdout (NaN/Inf become null so the output is strict JSON)."""
-    sys.stdout.write(json.dumps(_clean(obj), indent=2, default=str) + "\n")
+    sys.stdout.write(json.dumps(to_jsonable(obj), indent=2, default=str) + "\n")
     sys.stdout.flush()
 
 

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from torchslim._json import to_jsonable
 from torchslim.config import config_from_dict, config_to_dict
 from torchslim.errors import SourceError, TorchslimError
 
@@ -318,7 +319,7 @@ class BaseDeployed:
                 "config": config_to_dict(self.config),
                 "input_names": self.input_names,
                 "main_file": main,
-                "info": _jsonable(self.info),
+                "info": to_jsonable(self.info),
             }
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
         return directory / main
@@ -345,16 +346,6 @@ class BaseDeployed:
         cls, directory: Path, config: Any, meta: dict[str, Any]
     ) -> BaseDeployed:  # pragma: no cover - abstract
         raise NotImplementedError
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
-        return obj
-    return str(obj)
 
 
 def read_manifest(directory: Path) -> dict[str, Any]:
