@@ -12,7 +12,7 @@ import torch
 
 from torchslim.data import DataSet, load_data, read_idx
 from torchslim.errors import DataError, UntrustedPickleError
-from torchslim.models import parse_input_spec
+from torchslim.specs import parse_input_spec
 
 
 def _labelled(n: int = 100, classes: int = 4) -> DataSet:

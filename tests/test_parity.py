@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from torchslim.errors import ParityError
-from torchslim.models import InputSpec, TensorSpec
 from torchslim.parity import TOLERANCES, Tolerance, check_parity, compare_outputs, parity_inputs
+from torchslim.specs import InputSpec, TensorSpec
 
 
 class Fake:

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from torchslim.errors import DataError, UntrustedPickleError
-from torchslim.models import InputSpec, TensorSpec, parse_input_spec
+from torchslim.specs import InputSpec, TensorSpec, parse_input_spec
 
 if TYPE_CHECKING:
     from torch import Tensor

@@ -26,7 +26,7 @@ from torchslim.errors import ParityError
 if TYPE_CHECKING:
     import torch
 
-    from torchslim.models import InputSpec
+    from torchslim.specs import InputSpec
 
 __all__ = [
     "TOLERANCES",
@@ -207,7 +207,7 @@ def parity_inputs(
     """
     import torch
 
-    from torchslim.models import InputSpec
+    from torchslim.specs import InputSpec
 
     out: list[tuple[int, int | None, tuple[Any, ...]]] = []
     if isinstance(inputs, InputSpec):

@@ -12,7 +12,7 @@ from torchslim.doctor.findings import CheckResult, Finding
 if TYPE_CHECKING:
     from torch import nn
 
-    from torchslim.models import InputSpec
+    from torchslim.specs import InputSpec
 
 __all__ = ["inspect_model"]
 

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from torchslim.data import DataSet
-    from torchslim.models import InputSpec
+    from torchslim.specs import InputSpec
 
 __all__ = ["PASSES", "PassContext", "PassResult", "apply_pass", "list_passes", "register_pass"]
 

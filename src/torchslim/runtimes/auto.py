@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from torchslim.measure import TimingConfig
-    from torchslim.models import InputSpec
+    from torchslim.specs import InputSpec
 
 __all__ = [
     "AUTO_TIMING",
@@ -303,8 +303,8 @@ def build_variants(
         ``(built, failures)``: ``(variant, deployed, ParityReport)`` for each build that passed
         parity, and ``{variant, runtime, error}`` for each that did not.
     """
-    from torchslim.models import InputSpec
     from torchslim.parity import check_parity
+    from torchslim.specs import InputSpec
 
     spec = inputs if isinstance(inputs, InputSpec) else None
     example = (
@@ -369,7 +369,7 @@ def autotune(
     import torch
 
     from torchslim.measure import BenchTarget, measure_models
-    from torchslim.models import InputSpec
+    from torchslim.specs import InputSpec
 
     def say(msg: str, frac: float) -> None:
         if progress is not None:
