@@ -67,6 +67,26 @@ _LAZY: dict[str, str] = {
 __all__ = ["__version__", *sorted(_LAZY)]
 
 
+def _wire() -> None:
+    """Register the upper floors' source resolvers with the sources floor (lazily imported)."""
+    from torchslim._registry import DATA_SOURCES, MODEL_SOURCES, Entry
+
+    for name, target, key in (
+        ("artifact", "torchslim.artifact:resolve_source", "manifest.json"),
+        ("reference", "torchslim.reference:load_reference_source", "torchslim"),
+        ("hf", "torchslim.reference.text:load_hf_source", "hf"),
+    ):
+        if name not in MODEL_SOURCES:
+            MODEL_SOURCES.register(Entry(name, target, key))
+    if "reference" not in DATA_SOURCES:
+        DATA_SOURCES.register(
+            Entry("reference", "torchslim.reference:load_reference_data", "torchslim")
+        )
+
+
+_wire()
+
+
 def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:

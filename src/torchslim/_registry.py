@@ -100,3 +100,24 @@ class Registry(Generic[T]):
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries
+
+
+# ------------------------------------------------------------------------------------------------
+# Source hooks: how the sources floor reaches what lives above it without importing it
+# ------------------------------------------------------------------------------------------------
+
+MODEL_SOURCES: Registry[Any] = Registry("model source")
+"""Model-source resolvers registered by upper floors (``key``: a source prefix such as
+``"torchslim"``, or a marker file such as ``"manifest.json"`` for directories). ``models.py``
+consults it; the entries are wired once in ``torchslim/__init__.py``."""
+
+DATA_SOURCES: Registry[Any] = Registry("data source")
+"""Data-source resolvers registered by upper floors (``key``: a source prefix)."""
+
+
+def hook(registry: Registry[Any], key: str) -> Any:
+    """The implementation registered under ``key`` in ``registry``, or ``None``."""
+    for entry in registry.list():
+        if entry.key == key:
+            return entry.load()
+    return None

@@ -99,23 +99,16 @@ def _decode(value: Any, hint: Any) -> Any:
     return value
 
 
-def _load_builtin_types() -> None:
-    """Import the built-in pass and runtime catalogs, which register their config types."""
-    import importlib
-
-    for mod in ("torchslim.passes.catalog", "torchslim.runtimes.catalog"):
-        importlib.import_module(mod)
-
-
 def config_from_dict(data: Mapping[str, Any]) -> Any:
     """Rebuild a config written by :func:`config_to_dict`.
+
+    Only types registered by an imported module load (``import torchslim.passes`` and
+    ``torchslim.runtimes`` register the built-in ones; this floor never imports them).
 
     Raises:
         TorchslimError: Unknown type, newer version, unknown or missing fields.
     """
     name = data.get("type")
-    if name not in _TYPES:
-        _load_builtin_types()
     if name not in _TYPES:
         raise TorchslimError(
             f"Unknown config type '{name}'.", f"Known: {', '.join(sorted(_TYPES))}."

@@ -22,6 +22,7 @@ __all__ = [
     "EvalResult",
     "Evaluator",
     "Fidelity",
+    "embedding_polarity_metric",
     "fidelity",
     "predict",
     "top1_accuracy",
@@ -225,3 +226,23 @@ class Evaluator:
             data=self.data.name,
             fidelity_only=value is None,
         )
+
+
+def embedding_polarity_metric(outputs: Any, data: DataSet) -> float:
+    """Polarity accuracy of sentence embeddings (5-fold × 5 logistic regression, seed 0).
+
+    The same recipe as :func:`torchslim.reference.text.polarity_accuracy`, computed from
+    already-computed embeddings so it plugs into :class:`~torchslim.evaluate.Evaluator`.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import RepeatedStratifiedKFold, cross_val_score
+
+    assert data.labels is not None
+    x = outputs.double().numpy()
+    cv = RepeatedStratifiedKFold(n_splits=5, n_repeats=5, random_state=0)
+    return float(
+        cross_val_score(LogisticRegression(max_iter=2000), x, data.labels.numpy(), cv=cv).mean()
+    )
+
+
+embedding_polarity_metric.__name__ = "polarity_accuracy"

@@ -33,11 +33,12 @@ import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from torchslim._memory import _MemoryProbe
+from torchslim._safe_load import eval_mode
 from torchslim.errors import BackendUnavailableError, ShapeError, SourceError, TorchslimError
 from torchslim.timing import (
     Clock,
@@ -66,6 +67,8 @@ __all__ = [
     "TimingConfig",
     "TimingResult",
     "count_flops",
+    "deployment_bytes",
+    "deployment_size_mb",
     "latency_stats",
     "measure_models",
     "measurements_to_dict",
@@ -76,7 +79,6 @@ __all__ = [
 
 ProgressFn = Callable[[str, float], None]
 
-_MIB = 2**20
 
 
 # --------------------------------------------------------------------------------------------
@@ -100,6 +102,7 @@ class BenchTarget:
         params: Parameter count when there is no module (ONNX initializers).
         dtype: Dominant compute dtype (``fp32``, ``bf16``, ``fp16``, ``int8``); inferred from the
             module's weights when ``None``.
+        files: The files a deployment of this model needs (their size wins over ``path``).
     """
 
     name: str
@@ -111,6 +114,7 @@ class BenchTarget:
     threads: int | None = None
     params: int | None = None
     dtype: str | None = None
+    files: tuple[Path, ...] = ()
 
     @classmethod
     def from_module(
@@ -132,7 +136,7 @@ class BenchTarget:
             path: Model file for the on-disk size.
             device: Where to run.
         """
-        module = module.eval().to(device)
+        module = eval_mode(module).to(device)  # also ExportedProgram.module()s
         factory = inputs if callable(inputs) else inputs.example_inputs
 
         def make_inputs(batch_size: int) -> tuple[Any, ...]:
@@ -162,6 +166,20 @@ class BenchTarget:
                 f"Input shapes of '{loaded.source}' are unknown.",
                 "Give --input-shape, e.g. --input-shape 1x3x224x224.",
             )
+        files = tuple(Path(f) for f in loaded.metadata.get("deployment_files", ()))
+        deployed = getattr(loaded, "deployed", None)
+        if deployed is not None:
+            return cls(
+                name or loaded.name,
+                deployed,
+                spec.example_inputs,
+                device=device,
+                dtype=str(getattr(deployed, "info", {}).get("precision") or "fp32"),
+                files=files,
+            )
+        if loaded.module is not None and files:
+            target = cls.from_module(loaded.module, spec, name=name or loaded.name, device=device)
+            return replace(target, files=files)
         if loaded.module is not None:
             return cls.from_module(
                 loaded.module, spec, name=name or loaded.name, path=loaded.path, device=device
@@ -233,18 +251,39 @@ def _onnx_facts(path: Path) -> tuple[int | None, list[Path]]:
     return params, sorted(files)
 
 
-def _path_bytes(path: Path) -> int:
-    if path.is_dir():
-        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-    total = path.stat().st_size
-    if path.suffix.lower() == ".onnx":
-        total += sum(p.stat().st_size for p in _onnx_facts(path)[1] if p.exists())
+def deployment_bytes(*paths: str | Path) -> int:
+    """Bytes of the files a deployment needs: each file (an ``.onnx`` with its external-data
+    files), or every file under a directory. The one size function: every size torchslim reports
+    comes from here, in MB (10⁶ bytes) via :func:`deployment_size_mb`."""
+    from torchslim._io import tree_bytes
+
+    total = 0
+    seen: set[Path] = set()
+    for given in paths:
+        path = Path(given)
+        files = [path]
+        if path.is_file() and path.suffix.lower() == ".onnx":
+            files += [p for p in _onnx_facts(path)[1] if p.exists()]
+        for f in files:
+            key = f.resolve()
+            if key not in seen:
+                seen.add(key)
+                total += tree_bytes(f)
     return total
 
 
+def deployment_size_mb(*paths: str | Path) -> float:
+    """:func:`deployment_bytes` in MB (10⁶ bytes)."""
+    from torchslim._io import MB
+
+    return deployment_bytes(*paths) / MB
+
+
 def _size_bytes(target: BenchTarget) -> int | None:
+    if target.files:
+        return deployment_bytes(*target.files)
     if target.path is not None and target.path.exists():
-        return _path_bytes(target.path)
+        return deployment_bytes(target.path)
     if target.module is not None:
         from torchslim.models import state_dict_bytes
 
@@ -394,8 +433,10 @@ class Measurement:
 
     @property
     def size_mb(self) -> float | None:
-        """On-disk size in MiB."""
-        return None if self.size_bytes is None else self.size_bytes / _MIB
+        """On-disk size in MB (10⁶ bytes)."""
+        from torchslim._io import MB
+
+        return None if self.size_bytes is None else self.size_bytes / MB
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly dict (batch keys become strings)."""

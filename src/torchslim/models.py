@@ -21,7 +21,6 @@ Loading never executes pickled code unless the caller passes ``trust_pickle=True
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import io
 import os
@@ -32,6 +31,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from torchslim._safe_load import (
+    eval_mode,
+    is_exported_program_archive,
+    load_exported_program,
+    load_torchscript,
+    pickle_stream_problem,
+)
 from torchslim.errors import SourceError, UntrustedPickleError
 from torchslim.specs import InputSpec, TensorSpec, parse_input_spec
 
@@ -62,6 +68,8 @@ class LoadedModel:
         onnx_path: Set for ONNX sources.
         task: ``"classification"``, ``"embedding"`` or ``"unknown"``.
         metadata: Free-form facts (class names, accuracy recorded at training, ...).
+        deployed: For artifacts with a runtime: the runtime object that runs them (what ``bench``
+            measures); ``module`` is then the trainable module, when the artifact keeps one.
     """
 
     source: str
@@ -72,6 +80,7 @@ class LoadedModel:
     onnx_path: Path | None = None
     task: str = "unknown"
     metadata: dict[str, Any] = field(default_factory=dict)
+    deployed: Any = None
 
     @property
     def name(self) -> str:
@@ -88,15 +97,13 @@ class LoadedModel:
         return self.module
 
 
-_REFERENCE_MODELS = ("fashion_cnn", "fashion_resnet", "minilm")
-
-
 def load_model(
     source: str,
     *,
     arch: str | None = None,
     input_spec: InputSpec | str | None = None,
     trust_pickle: bool = False,
+    trust_code: bool = False,
 ) -> LoadedModel:
     """Resolve a model source string into a :class:`LoadedModel` in eval mode.
 
@@ -107,6 +114,8 @@ def load_model(
         input_spec: Input shapes; overrides what the source implies.
         trust_pickle: Allow unpickling a full module. Pickles can run arbitrary code: only use
             this for files you created yourself.
+        trust_code: Allow an artifact to rebuild an architecture named inside it that is not a
+            torchslim registry source (``pkg.module:factory`` imports and runs that code).
 
     Returns:
         The loaded model; the caller owns it (the source file is never modified).
@@ -126,11 +135,13 @@ def load_model(
     elif prefix == "timm" and rest:
         model = _load_timm(src, rest, spec)
     elif prefix == "hf" and rest:
-        model = _load_hf(src, rest, spec)
+        model = _hooked("hf", src, rest, spec)
     elif prefix == "torchslim" and rest:
-        model = _load_reference(src, rest, spec)
+        model = _hooked("torchslim", src, rest, spec)
     elif looks_like_path or Path(src).exists():
-        model = _load_file(src, Path(src), arch=arch, spec=spec, trust_pickle=trust_pickle)
+        model = _load_file(
+            src, Path(src), arch=arch, spec=spec, trust_pickle=trust_pickle, trust_code=trust_code
+        )
     elif ":" in src and re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", src):
         model = LoadedModel(src, "factory", _call_factory(src), spec)
     else:
@@ -144,8 +155,7 @@ def load_model(
     if model.module is not None:
         if model.kind in ("pickle", "factory", "torchscript"):  # the user's own module object
             model.metadata.setdefault("training_at_load", _training_flags(model.module))
-        with contextlib.suppress(NotImplementedError):  # exported programs refuse eval()
-            model.module.eval()
+        eval_mode(model.module)  # also exported programs' modules, which refuse .eval()
     return model
 
 
@@ -195,41 +205,15 @@ def _load_timm(src: str, name: str, spec: InputSpec | None) -> LoadedModel:
     return LoadedModel(src, "timm", module, spec, task="classification")
 
 
-def _text_spec(seq_len: int = 128, vocab: int = 30522) -> InputSpec:
-    return InputSpec(
-        (
-            TensorSpec("input_ids", (1, seq_len), "int64", (0, 1), 0.0, float(vocab)),
-            TensorSpec("attention_mask", (1, seq_len), "int64", (0, 1), 1.0, 2.0),
-        )
-    )
+def _hooked(key: str, src: str, rest: str, spec: InputSpec | None) -> LoadedModel:
+    """Resolve ``key:rest`` through the resolver an upper floor registered for ``key``."""
+    from torchslim._registry import MODEL_SOURCES, hook
 
-
-def _load_hf(src: str, directory: str, spec: InputSpec | None) -> LoadedModel:
-    path = Path(directory)
-    if not path.is_dir():
-        raise SourceError(
-            f"Hugging Face model directory '{directory}' does not exist.",
-            "hf: takes a local directory (no hub downloads); save one with model.save_pretrained().",
-        )
-    from torchslim.reference.text import SentenceEncoder, load_hf_encoder
-
-    encoder: SentenceEncoder = load_hf_encoder(path)
-    vocab = int(getattr(encoder.config, "vocab_size", 30522))
-    seq_len = min(128, int(getattr(encoder.config, "max_position_embeddings", 128)))
-    return LoadedModel(
-        src, "hf", encoder, spec or _text_spec(seq_len, vocab), path=path, task="embedding"
-    )
-
-
-def _load_reference(src: str, name: str, spec: InputSpec | None) -> LoadedModel:
-    if name not in _REFERENCE_MODELS:
-        raise SourceError(
-            f"No bundled reference model '{name}'.",
-            f"Available: {', '.join('torchslim:' + n for n in _REFERENCE_MODELS)}.",
-        )
-    from torchslim import reference
-
-    return reference.load_reference_model(name, spec)
+    fn = hook(MODEL_SOURCES, key)
+    if fn is None:  # pragma: no cover - wired in torchslim/__init__.py
+        raise SourceError(f"No resolver is registered for '{key}:' sources.")
+    model: LoadedModel = fn(src, rest, spec)
+    return model
 
 
 def _call_factory(src: str) -> nn.Module:
@@ -263,42 +247,27 @@ def _is_torchscript(path: Path) -> bool:
     return any(n.endswith("constants.pkl") for n in names) and any("/code/" in n for n in names)
 
 
-def _is_exported_program(path: Path) -> bool:
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as zf:
-        return any(
-            n.endswith("serialized_exported_program.json") or "/models/" in n for n in zf.namelist()
-        )
-
-
 def _load_file(
-    src: str, path: Path, *, arch: str | None, spec: InputSpec | None, trust_pickle: bool
+    src: str,
+    path: Path,
+    *,
+    arch: str | None,
+    spec: InputSpec | None,
+    trust_pickle: bool,
+    trust_code: bool = False,
 ) -> LoadedModel:
     if not path.exists():
         raise SourceError(f"Model file '{path}' does not exist.", "Check the path.")
     if path.is_dir():
-        if (path / "slim.json").is_file():  # written by torchslim prune/compress/distill
-            import json
+        markers = ("manifest.json", "slim.json", "runtime.json", "quantization.json")
+        if any((path / m).is_file() for m in markers):  # a torchslim artifact (or an old output)
+            from torchslim._registry import MODEL_SOURCES, hook
 
-            from torchslim.slim import load_slim
-
-            module = load_slim(path)
-            meta = json.loads((path / "slim.json").read_text(encoding="utf-8"))
-            base = load_model(meta["arch"]) if spec is None and meta.get("arch") else None
-            return LoadedModel(
-                src,
-                "slim",
-                module,
-                spec or (base.input_spec if base else None),
-                path=path / "model.safetensors",
-                task=base.task if base else "unknown",
-            )
-        for onnx_file in (path / "model.onnx", path / "runtime" / "model.onnx"):
-            if onnx_file.is_file():  # written by torchslim export / quantize (ONNX Runtime)
-                return _load_onnx(src, onnx_file, spec)
+            resolve = hook(MODEL_SOURCES, "manifest.json")
+            loaded: LoadedModel = resolve(src, path, spec, trust_code=trust_code)
+            return loaded
         if (path / "config.json").exists():
-            return _load_hf(src, str(path), spec)
+            return _hooked("hf", src, str(path), spec)
         raise SourceError(
             f"'{path}' is a directory, not a model file.",
             "Give a .pt/.safetensors/.pt2/.onnx file, or hf:DIR for a Hugging Face directory.",
@@ -310,17 +279,12 @@ def _load_file(
         return _load_onnx(src, path, spec)
     if suffix == ".safetensors":
         return _load_safetensors(src, path, arch, spec)
-    if suffix == ".pt2" or _is_exported_program(path):
-        return _load_exported(src, path, spec)
+    # Before any pickle path: a zip claiming to be an exported program (whatever its name) goes
+    # through the safe loader; the check reads the zip directory only.
+    if suffix == ".pt2" or is_exported_program_archive(path):
+        return _load_exported(src, path, spec, trust_pickle)
     if _is_torchscript(path):
-        import torch
-
-        try:
-            module = torch.jit.load(str(path), map_location="cpu")
-        except Exception as exc:
-            raise SourceError(
-                f"'{path}' looks like TorchScript but failed to load: {exc}."
-            ) from exc
+        module = load_torchscript(path)
         return LoadedModel(src, "torchscript", module, spec, path=path)
     return _load_pickle_checkpoint(src, path, arch, spec, trust_pickle)
 
@@ -374,16 +338,10 @@ def _onnx_input_spec(proto: Any) -> InputSpec | None:
     return InputSpec(tuple(specs)) if specs else None
 
 
-def _load_exported(src: str, path: Path, spec: InputSpec | None) -> LoadedModel:
-    import torch
-
-    try:
-        ep = torch.export.load(str(path))
-    except Exception as exc:
-        raise SourceError(
-            f"'{path}' is not a loadable torch.export program: {str(exc).splitlines()[0]}.",
-            "Save it with torch.export.save(torch.export.export(model, args), 'model.pt2').",
-        ) from exc
+def _load_exported(
+    src: str, path: Path, spec: InputSpec | None, trust_pickle: bool = False
+) -> LoadedModel:
+    ep = load_exported_program(path, trust_pickle=trust_pickle)
     if spec is None:
         specs = []
         for i, arg in enumerate(ep.example_inputs[0] if ep.example_inputs else ()):
@@ -420,6 +378,13 @@ def _load_pickle_checkpoint(
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        problem = pickle_stream_problem(path)  # parses opcodes only; runs nothing
+        if problem is not None:
+            raise SourceError(
+                f"'{path}' is not a PyTorch checkpoint ({problem}).",
+                "Give a file written by torch.save, safetensors, torch.jit.save, "
+                "torch.export.save, or an ONNX model.",
+            ) from exc
         if not trust_pickle:
             raise UntrustedPickleError(
                 f"'{path}' contains pickled Python objects (not just tensors); unpickling can run "

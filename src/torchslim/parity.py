@@ -145,7 +145,7 @@ class ParityReport:
 
 
 def _flatten(out: Any) -> list[torch.Tensor]:
-    from torchslim.runtimes._common import flatten_outputs
+    from torchslim.compare import flatten_outputs
 
     return flatten_outputs(out)
 

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from torchslim._json import to_jsonable
 from torchslim.errors import AccuracyBudgetError, SourceError, TorchslimError
+from torchslim.evaluate import embedding_polarity_metric
 from torchslim.passes.quantize import QuantBackend, QuantizeConfig, QuantMethod
 
 if TYPE_CHECKING:
@@ -47,26 +48,6 @@ __all__ = [
 ]
 
 _META = "quantization.json"
-
-
-def embedding_polarity_metric(outputs: Any, data: DataSet) -> float:
-    """Polarity accuracy of sentence embeddings (5-fold × 5 logistic regression, seed 0).
-
-    The same recipe as :func:`torchslim.reference.text.polarity_accuracy`, computed from
-    already-computed embeddings so it plugs into :class:`~torchslim.evaluate.Evaluator`.
-    """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import RepeatedStratifiedKFold, cross_val_score
-
-    assert data.labels is not None
-    x = outputs.double().numpy()
-    cv = RepeatedStratifiedKFold(n_splits=5, n_repeats=5, random_state=0)
-    return float(
-        cross_val_score(LogisticRegression(max_iter=2000), x, data.labels.numpy(), cv=cv).mean()
-    )
-
-
-embedding_polarity_metric.__name__ = "polarity_accuracy"
 
 
 @dataclass
@@ -215,7 +196,7 @@ def load_quantized(directory: str | Path, *, compile: bool = False) -> Quantized
     main = directory / meta["main_file"]
     module = deployed = None
     if meta["main_file"] == "runtime":
-        from torchslim.runtimes._common import load_deployed
+        from torchslim.runtimes import load_deployed
 
         deployed = load_deployed(main)
     elif main.suffix == ".ts":
@@ -326,7 +307,7 @@ def quantize(
 
     from torchslim.evaluate import Evaluator
     from torchslim.passes.base import PassContext
-    from torchslim.passes.quantize import apply_quantize
+    from torchslim.passes.quant_pass import apply_quantize
 
     config = config or QuantizeConfig()
     if overrides:

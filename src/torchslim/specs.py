@@ -16,7 +16,7 @@ from torchslim.errors import ShapeError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["InputSpec", "TensorSpec", "parse_input_spec"]
+__all__ = ["InputSpec", "TensorSpec", "parse_input_spec", "text_spec"]
 
 _DTYPES = {
     "float32": "float32",
@@ -207,3 +207,12 @@ def parse_input_spec(text: str) -> InputSpec:
         dyn = (0, 1) if dtype in ("int64", "int32") and len(shape) == 2 else (0,)
         specs.append(TensorSpec(name, shape, dtype, dyn, 0.0, high))
     return InputSpec(tuple(specs))
+
+
+def text_spec(seq_len: int = 128, vocab: int = 30522) -> InputSpec:
+    return InputSpec(
+        (
+            TensorSpec("input_ids", (1, seq_len), "int64", (0, 1), 0.0, float(vocab)),
+            TensorSpec("attention_mask", (1, seq_len), "int64", (0, 1), 1.0, 2.0),
+        )
+    )

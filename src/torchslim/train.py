@@ -492,9 +492,8 @@ def fit(
 
     bar = None
     if progress and rank == 0:
+        from rich.console import Console
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-        from torchslim.cli._common import stderr_console
 
         bar = Progress(
             TextColumn("[bold]{task.description}"),
@@ -502,7 +501,7 @@ def fit(
             TextColumn("{task.completed}/{task.total}"),
             TextColumn("{task.fields[info]}"),
             TimeRemainingColumn(),
-            console=stderr_console(),
+            console=Console(stderr=True),
             transient=True,
         )
         task = bar.add_task(cfg.method.value, total=total_steps, completed=step, info="")

@@ -107,7 +107,7 @@ def test_two_models_json(app: typer.Typer, tmp_path: Path, fake_peak: list[Any])
     # Conv 1->4 3x3 pad 1 on 8x8 (2·64·4·9 = 4608) + Linear 16->3 (2·16·3 = 96) per item.
     assert one["flops"] == 4704 and four["flops"] == 4 * 4704
     assert one["params"] == 4 * 9 + 4 + 8 + 16 * 3 + 3
-    assert one["size_mb"] == pytest.approx(weights.stat().st_size / 2**20)
+    assert one["size_mb"] == pytest.approx(weights.stat().st_size / 1e6)
     assert (
         report["models"]["support_models:tiny"]["batches"]["1"]["ratio_vs_first"]["speedup"] == 1.0
     )

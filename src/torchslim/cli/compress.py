@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from torchslim.cli import _slim
-from torchslim.cli._common import DEBUG_OPTION, JSON_OPTION, handle_errors, stderr_console
+from torchslim.cli import _run, _slim
+from torchslim.cli._common import DEBUG_OPTION, JSON_OPTION, handle_errors
 
 __all__ = ["compress", "register"]
 
@@ -49,36 +49,27 @@ def compress(
     input_shape: str | None = _slim.SHAPE_OPTION,
     seed: int = _slim.SEED_OPTION,
     no_latency: bool = _slim.NO_LATENCY_OPTION,
+    force: bool = _run.FORCE_OPTION,
+    dry_run: bool = _run.DRY_RUN_OPTION,
+    trust_code: bool = _run.TRUST_CODE_OPTION,
     json_out: bool = JSON_OPTION,
     debug: bool = DEBUG_OPTION,
 ) -> None:
     """Compress MODEL and report size, FLOPs, latency and accuracy before/after."""
     from torchslim.errors import TorchslimError
     from torchslim.passes.compress import ClusterConfig, DepthwiseConfig, LowRankConfig
-    from torchslim.slim import cluster, depthwise, lowrank
 
     rec = _slim.recover_config(
         recover, epochs=epochs, lr=lr, batch_size=batch_size, time_budget=time_budget, seed=seed
     )
-    module, spec, arch_src = _slim.load_module(model, arch, input_shape)
-    train, ev = _slim.load_sets(data, eval_data, spec, seed)
-    inputs = _slim.example_inputs(spec, ev, train)
-    stderr_console().print(f"compressing {model} ({method}) ...")
+    config: object
     if method == "lowrank":
-        result = lowrank(
-            module,
-            LowRankConfig(
-                energy=energy,
-                rank_ratio=rank_ratio,
-                protect_first_last=not no_protect,
-                exclude=tuple(exclude),
-                recover=rec,
-            ),
-            inputs,
-            train=train,
-            eval=ev,
-            progress=True,
-            latency=not no_latency,
+        config = LowRankConfig(
+            energy=energy,
+            rank_ratio=rank_ratio,
+            protect_first_last=not no_protect,
+            exclude=tuple(exclude),
+            recover=rec,
         )
     elif method == "cluster":
         if rec is not None:
@@ -86,39 +77,32 @@ def compress(
                 "Recovery training would undo weight sharing.",
                 "Distil first (torchslim distill), then cluster.",
             )
-        result = cluster(
-            module,
-            ClusterConfig(
-                clusters=clusters, protect_first_last=not no_protect, exclude=tuple(exclude)
-            ),
-            inputs,
-            eval=ev,
-            latency=not no_latency,
+        config = ClusterConfig(
+            clusters=clusters, protect_first_last=not no_protect, exclude=tuple(exclude)
         )
     elif method == "depthwise":
-        result = depthwise(
-            module,
-            DepthwiseConfig(protect_first_last=not no_protect, exclude=tuple(exclude), recover=rec),
-            inputs,
-            train=train,
-            eval=ev,
-            progress=True,
-            latency=not no_latency,
+        config = DepthwiseConfig(
+            protect_first_last=not no_protect, exclude=tuple(exclude), recover=rec
         )
     else:
         raise TorchslimError(
             f"Unknown compression method '{method}'.", "Use --method lowrank, cluster or depthwise."
         )
-    if method == "cluster":
-        d = result.report["details"]
-        result.report["size_mb_compressed"] = round(d["size_bytes_compressed"] / 2**20, 4)
-    _slim.finish(
-        result,
-        title=f"compress {model} ({method})",
+    _run.run_command(
+        model,
+        (config,),
+        train=data,
+        eval_src=eval_data,
         out=out,
-        arch=arch_src,
-        inputs=inputs,
+        force=force,
+        arch=arch,
+        input_shape=input_shape,
+        trust_code=trust_code,
+        measure=not no_latency,
+        seed=seed,
+        dry_run=dry_run,
         as_json=json_out,
+        title=f"compress {model} ({method})",
     )
 
 

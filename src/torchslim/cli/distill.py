@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from torchslim.cli import _slim
-from torchslim.cli._common import DEBUG_OPTION, JSON_OPTION, handle_errors, stderr_console
+from torchslim.cli import _run, _slim
+from torchslim.cli._common import DEBUG_OPTION, JSON_OPTION, handle_errors
 
 __all__ = ["distill", "register"]
 
@@ -56,12 +56,14 @@ def distill(
     input_shape: str | None = _slim.SHAPE_OPTION,
     seed: int = _slim.SEED_OPTION,
     no_latency: bool = _slim.NO_LATENCY_OPTION,
+    force: bool = _run.FORCE_OPTION,
+    dry_run: bool = _run.DRY_RUN_OPTION,
+    trust_code: bool = _run.TRUST_CODE_OPTION,
     json_out: bool = JSON_OPTION,
     debug: bool = DEBUG_OPTION,
 ) -> None:
     """Distil STUDENT from --teacher on --data."""
     from torchslim.errors import DataError
-    from torchslim.slim import distill as do_distill
     from torchslim.train import DistillConfig, DistillMethod
 
     if not data:
@@ -84,25 +86,22 @@ def distill(
         checkpoint_dir=checkpoint_dir,
         seed=seed,
     )
-    module, spec, arch_src = _slim.load_module(student, arch, input_shape)
-    tmod = None
-    if teacher:
-        tmod, _, _ = _slim.load_module(teacher, None, input_shape)
-    train, ev = _slim.load_sets(data, eval_data, spec, seed)
-    inputs = _slim.example_inputs(spec, ev, train)
-    stderr_console().print(f"distilling {student} ({method}) ...")
-    result = do_distill(
-        module,
-        tmod,
-        train,
-        config,
-        eval=ev,
-        example_inputs=inputs,
-        progress=True,
-        latency=not no_latency,
-    )
-    _slim.finish(
-        result, title=f"distill {student}", out=out, arch=arch_src, inputs=inputs, as_json=json_out
+    _run.run_command(
+        student,
+        (config,),
+        train=data,
+        eval_src=eval_data,
+        teacher=teacher,
+        out=out,
+        force=force,
+        arch=arch,
+        input_shape=input_shape,
+        trust_code=trust_code,
+        measure=not no_latency,
+        seed=seed,
+        dry_run=dry_run,
+        as_json=json_out,
+        title=f"distill {student} ({method})",
     )
 
 

@@ -6,16 +6,17 @@ from typing import Any
 
 import typer
 
-from torchslim.cli._common import DEBUG_OPTION, JSON_OPTION, emit_json, handle_errors
+from torchslim.cli import _run
+from torchslim.cli._common import DEBUG_OPTION, JSON_OPTION, handle_errors
 
 __all__ = ["export_command", "export_model", "register"]
 
 HELP = """\
 Export MODEL for one runtime, check that it computes what the original computes, and save it.
 
-The model is built for the runtime, then compared with eager FP32 PyTorch on the same inputs at batch 1 and batch 4 (and two sequence lengths for token inputs), with a tolerance for the precision the runtime computes in; a mismatch is an error and nothing is saved. DIR gets the runtime's model file(s) and runtime.json (config, parity, build time), written atomically. Load it back in Python with torchslim.runtimes.load_deployed(DIR).
+The model is built for the runtime, then compared with eager FP32 PyTorch on the same inputs at batch 1 and batch 4 (and two sequence lengths for token inputs), with a tolerance for the precision the runtime computes in; a mismatch is an error and nothing is saved. The result is evaluated against the original and measured interleaved with it. DIR is an artifact (runtime/ with the runtime's files, recipe.yaml, manifest.json with every file's hash), written atomically. MODEL may be an artifact (from prune or quantize): its recipe gets this runtime. Load it back in Python with torchslim.load_artifact(DIR).
 
-Runtimes: onnxruntime (model.onnx + the optimised graph), openvino (model.xml/.bin), torchscript (model.ts), export (torch.export model.pt2; --aot for an AOTInductor package), inductor (AOTInductor package), eager (torch.export model.pt2), tensorrt (NVIDIA GPU only).
+Runtimes: onnxruntime (model.onnx), openvino (model.xml/.bin), torchscript (model.ts), export (torch.export model.pt2; --aot for an AOTInductor package), inductor (AOTInductor package), eager (torch.export model.pt2), tensorrt (NVIDIA GPU only).
 
 \b
 Examples:
@@ -91,7 +92,7 @@ def runtime_config(
 def export_model(
     model: str,
     runtime: str,
-    out: str,
+    out: str | None,
     *,
     arch: str | None = None,
     input_shape: str | None = None,
@@ -100,73 +101,53 @@ def export_model(
     threads: int | None = None,
     aot: bool = False,
     trust_pickle: bool = False,
-    progress: Any = None,
+    trust_code: bool = False,
+    force: bool = False,
+    dry_run: bool = False,
+    as_json: bool = False,
+    batch_sizes: tuple[int, ...] | None = None,
 ) -> dict[str, Any]:
-    """Load, build, parity-check and save; return a JSON-friendly summary.
+    """Build MODEL for a runtime, check parity, evaluate, measure and save the artifact.
 
     Raises:
         TorchslimError: Bad source, unavailable backend, export failure or parity failure.
     """
-    import json
-    from pathlib import Path
+    from torchslim.cli._run import run_command
 
-    from torchslim.errors import ShapeError
-    from torchslim.models import load_model
-    from torchslim.parity import check_parity
-    from torchslim.runtimes import build
-    from torchslim.runtimes._common import MANIFEST
-
-    def step(msg: str) -> None:
-        if progress is not None:
-            progress(msg)
-
-    auto = runtime == "auto"
-    config = (
-        None
-        if auto
-        else runtime_config(runtime, opset=opset, precision=precision, threads=threads, aot=aot)
-    )
-    step(f"Loading {model}")
-    loaded = load_model(model, arch=arch, input_spec=input_shape, trust_pickle=trust_pickle)
-    module = loaded.require_module()
-    spec = loaded.input_spec
-    if spec is None:
-        raise ShapeError(
-            f"Input shapes of '{model}' are unknown.", "Give --input-shape, e.g. 1x3x224x224."
-        )
-    chosen = None
-    if auto:
+    config = None
+    if runtime == "auto":
+        from torchslim.errors import ShapeError
+        from torchslim.models import load_model
         from torchslim.runtimes.auto import cached_autotune
 
-        step("Choosing the fastest runtime for this machine (cached per machine and model)")
-        choice = cached_autotune(module, spec, batch_sizes=(spec.batch_size,), source=model)
+        loaded = load_model(model, arch=arch, input_spec=input_shape, trust_pickle=trust_pickle)
+        spec = loaded.input_spec
+        if spec is None:
+            raise ShapeError(
+                f"Input shapes of '{model}' are unknown.", "Give --input-shape, e.g. 1x3x224x224."
+            )
+        choice = cached_autotune(
+            loaded.require_module(), spec, batch_sizes=(spec.batch_size,), source=model
+        )
         config = choice.config(spec.batch_size)
-        runtime = choice.choices[spec.batch_size]["runtime"]
-        chosen = {"variant": choice.choices[spec.batch_size]["variant"], "cached": choice.cached}
-    step(f"Building {runtime}")
-    deployed = build(module, config, spec.example_inputs(batch_size=2))
-    step("Checking parity against eager FP32")
-    report = check_parity(deployed, module, spec)
-    deployed.info["parity"] = report.to_dict()
-    step(f"Saving to {out}")
-    main = deployed.save(Path(out))
-    files = sorted(p.name for p in Path(out).iterdir() if p.is_file())
-    size = sum((Path(out) / f).stat().st_size for f in files if f != MANIFEST)
-    manifest = json.loads((Path(out) / MANIFEST).read_text())
-    return {
-        "model": model,
-        "runtime": runtime,
-        "out": str(out),
-        "main_file": str(main),
-        "files": files,
-        "size_mb": size / 2**20,
-        "build_seconds": deployed.build_seconds,
-        "config": manifest["config"],
-        "info": {k: v for k, v in deployed.info.items() if k != "parity"},
-        "parity": report.to_dict(),
-        "parity_summary": report.summary(),
-        "auto": chosen,
-    }
+    else:
+        config = runtime_config(runtime, opset=opset, precision=precision, threads=threads, aot=aot)
+    return run_command(
+        model,
+        (),
+        config,
+        out=out,
+        force=force,
+        arch=arch,
+        input_shape=input_shape,
+        trust_pickle=trust_pickle,
+        trust_code=trust_code,
+        threads=threads,
+        batch_sizes=batch_sizes,
+        dry_run=dry_run,
+        as_json=as_json,
+        title=f"export {model} → {runtime}",
+    )
 
 
 @handle_errors
@@ -209,36 +190,26 @@ def export_command(
         "--trust-pickle",
         help="Allow unpickling a full module (runs code from the file: only for files you created).",
     ),
+    force: bool = _run.FORCE_OPTION,
+    dry_run: bool = _run.DRY_RUN_OPTION,
+    trust_code: bool = _run.TRUST_CODE_OPTION,
     json_out: bool = JSON_OPTION,
     debug: bool = DEBUG_OPTION,
 ) -> None:
     """Export MODEL for RUNTIME into DIR."""
-    from torchslim.cli._common import stderr_console, stdout_console
-
-    err = stderr_console()
-    with err.status("Exporting …") as status:
-        result = export_model(
-            model,
-            runtime,
-            out,
-            arch=arch,
-            input_shape=input_shape,
-            opset=opset,
-            precision=precision,
-            threads=threads,
-            aot=aot,
-            trust_pickle=trust_pickle,
-            progress=lambda msg: status.update(f"{msg} …"),
-        )
-    if json_out:
-        emit_json(result)
-        return
-    con = stdout_console()
-    con.print(f"[bold]{model}[/] → [bold]{runtime}[/] in {result['out']}")
-    con.print(f"  files: {', '.join(result['files'])} ({result['size_mb']:.2f} MiB)")
-    con.print(f"  build: {result['build_seconds']:.2f} s")
-    prec = result["info"].get("precision")
-    if prec:
-        con.print(f"  precision: {prec}")
-    con.print(f"  {result['parity_summary']}")
-    con.print(f"  load it: torchslim.runtimes.load_deployed({result['out']!r})")
+    export_model(
+        model,
+        runtime,
+        out,
+        arch=arch,
+        input_shape=input_shape,
+        opset=opset,
+        precision=precision,
+        threads=threads,
+        aot=aot,
+        trust_pickle=trust_pickle,
+        trust_code=trust_code,
+        force=force,
+        dry_run=dry_run,
+        as_json=json_out,
+    )

@@ -85,12 +85,62 @@ def inspect_command(
 
         with err.status(f"Loading data {data} …"):
             dataset = load_data(data, input_spec=loaded.input_spec)
-    with err.status("Inspecting …"):
-        report = diagnose(loaded, dataset)
+    art = loaded.metadata.get("artifact")
+    summary = _artifact_summary(art) if art is not None else None
+    report = None
+    if loaded.module is not None:
+        with err.status("Inspecting …"):
+            report = diagnose(loaded, dataset)
     if json_out:
-        emit_json(report.to_dict())
-    else:
+        out = report.to_dict() if report is not None else {}
+        if summary is not None:
+            out["artifact"] = summary
+        emit_json(out)
+        return
+    if summary is not None:
+        _print_artifact(summary)
+    if report is not None:
         _print_report(report)
+
+
+def _artifact_summary(art: Any) -> dict[str, Any]:
+    """Recipe, manifest facts and the metrics measured when the artifact was made."""
+    m = art.manifest
+    return {
+        "path": str(art.path),
+        "source": art.source,
+        "runtime": m.get("runtime"),
+        "representation": art.representation,
+        "steps": art.recipe.describe(),
+        "recipe": art.recipe.to_dict(),
+        "deployment_files": m.get("deployment_files"),
+        "size_mb": art.size_mb,
+        "created": m.get("created"),
+        "versions": m.get("versions"),
+        "machine": (m.get("machine") or {}).get("fingerprint"),
+        "metrics": m.get("metrics"),
+        "verified": True,
+    }
+
+
+def _print_artifact(s: dict[str, Any]) -> None:
+    from torchslim.cli._common import stdout_console
+
+    con = stdout_console()
+    met = s.get("metrics") or {}
+    con.print(f"[bold]artifact[/] {s['path']} (hashes verified) from {s['source']}")
+    con.print("  recipe: " + " → ".join(s["steps"]))
+    con.print(
+        f"  runtime: {s['runtime']}; files: {', '.join(s['deployment_files'] or [])} "
+        f"({s['size_mb']:.3f} MB)"
+    )
+    if met.get("accuracy") is not None:
+        con.print(
+            f"  accuracy {met['accuracy']:.2%} vs {met['baseline_accuracy']:.2%} "
+            f"(drop {met['drop_points']:.2f} points) on {met.get('eval_data')}"
+        )
+    for b, sp in (met.get("speedup") or {}).items():
+        con.print(f"  batch {b}: {sp['candidate_ms']:.3f} ms, {sp['ratio']:.2f}× the original")
 
 
 def _human_bytes(n: int | None) -> str:

@@ -53,9 +53,10 @@ def _register() -> None:
         inspect,
         prune,
         quantize,
+        run,
     )
 
-    for module in (demo, inspect, bench, quantize, prune, distill, compress, export):
+    for module in (demo, inspect, bench, quantize, prune, distill, compress, export, run):
         module.register(app)
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from torchslim.cli import _slim
-from torchslim.cli._common import DEBUG_OPTION, JSON_OPTION, handle_errors, stderr_console
+from torchslim.cli import _run, _slim
+from torchslim.cli._common import DEBUG_OPTION, JSON_OPTION, handle_errors
 
 __all__ = ["prune", "register"]
 
@@ -61,12 +61,14 @@ def prune(
     input_shape: str | None = _slim.SHAPE_OPTION,
     seed: int = _slim.SEED_OPTION,
     no_latency: bool = _slim.NO_LATENCY_OPTION,
+    force: bool = _run.FORCE_OPTION,
+    dry_run: bool = _run.DRY_RUN_OPTION,
+    trust_code: bool = _run.TRUST_CODE_OPTION,
     json_out: bool = JSON_OPTION,
     debug: bool = DEBUG_OPTION,
 ) -> None:
     """Prune MODEL and report parameters, FLOPs, size, latency and accuracy before/after."""
     from torchslim.passes.prune import Importance, PruneConfig, PruneMethod, PruneTarget
-    from torchslim.slim import prune as do_prune
 
     rec = _slim.recover_config(
         recover, epochs=epochs, lr=lr, batch_size=batch_size, time_budget=time_budget, seed=seed
@@ -83,15 +85,21 @@ def prune(
         steps=steps,
         recover=rec,
     )
-    module, spec, arch_src = _slim.load_module(model, arch, input_shape)
-    train, ev = _slim.load_sets(data, eval_data, spec, seed)
-    inputs = _slim.example_inputs(spec, ev, train)
-    stderr_console().print(f"pruning {model} ({method}, ratio {ratio}) ...")
-    result = do_prune(
-        module, config, inputs, train=train, eval=ev, progress=True, latency=not no_latency
-    )
-    _slim.finish(
-        result, title=f"prune {model}", out=out, arch=arch_src, inputs=inputs, as_json=json_out
+    _run.run_command(
+        model,
+        (config,),
+        train=data,
+        eval_src=eval_data,
+        out=out,
+        force=force,
+        arch=arch,
+        input_shape=input_shape,
+        trust_code=trust_code,
+        measure=not no_latency,
+        seed=seed,
+        dry_run=dry_run,
+        as_json=json_out,
+        title=f"prune {model} ({method}, ratio {ratio})",
     )
 
 

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import typer
 
+from torchslim.cli import _run
 from torchslim.cli._common import (
     DEBUG_OPTION,
     JSON_OPTION,
-    emit_json,
     handle_errors,
-    stderr_console,
 )
 
 __all__ = ["quantize", "register"]
@@ -96,14 +93,14 @@ def quantize(
     no_latency: bool = typer.Option(False, "--no-latency", help="Skip the latency measurement."),
     threads: int | None = typer.Option(None, "--threads", min=1, help="Torch threads."),
     seed: int = typer.Option(0, "--seed", help="Seed for calibration subsets and QAT."),
+    force: bool = _run.FORCE_OPTION,
+    dry_run: bool = _run.DRY_RUN_OPTION,
+    trust_code: bool = _run.TRUST_CODE_OPTION,
     json_out: bool = JSON_OPTION,
     debug: bool = DEBUG_OPTION,
 ) -> None:
     """Quantize MODEL."""
-    import torch
 
-    from torchslim.data import load_data
-    from torchslim.models import load_model
     from torchslim.passes.quantize import (
         Calibration,
         QuantBackend,
@@ -111,10 +108,7 @@ def quantize(
         QuantMethod,
         _enum,
     )
-    from torchslim.quantization import quantize as run
 
-    if threads:
-        torch.set_num_threads(threads)
     config = QuantizeConfig(
         method=_enum(QuantMethod, method),
         backend=_enum(QuantBackend, backend),
@@ -133,103 +127,32 @@ def quantize(
         compile=not no_compile,
         seed=seed,
     )
-    console = stderr_console()
-    loaded = load_model(model, arch=arch, input_spec=input_shape)
+    if config.max_drop is not None and eval_data is None:
+        from torchslim.errors import TorchslimError
 
-    def data(src: str | None, split: str | None) -> Any:
-        if src is None:
-            return None
-        return load_data(src, input_spec=loaded.input_spec, split=split, seed=seed)
-
-    calib_ds = data(
-        calib,
-        "train" if calib and calib.startswith("torchslim:") and "split=" not in calib else None,
+        raise TorchslimError(
+            "An accuracy budget (--max-drop) needs evaluation data.",
+            "Give --eval DATA (e.g. torchslim:fashion_mnist), or drop --max-drop.",
+        )
+    _run.run_command(
+        model,
+        (config,),
+        calib=calib,
+        eval_src=eval_data,
+        train=train,
+        out=out,
+        force=force,
+        arch=arch,
+        input_shape=input_shape,
+        trust_code=trust_code,
+        measure=not no_latency,
+        seed=seed,
+        threads=threads,
+        max_drop=None if relative else max_drop,
+        dry_run=dry_run,
+        as_json=json_out,
+        title=f"quantize {model}: {config.name}",
     )
-    eval_ds = data(eval_data, None)
-    train_ds = data(
-        train,
-        "train" if train and train.startswith("torchslim:") and "split=" not in train else None,
-    )
-    if not json_out:
-        console.print(f"[bold]Quantizing[/] {model}: {config.name}")
-    q = run(
-        loaded, config, calib=calib_ds, eval=eval_ds, train=train_ds, measure_latency=not no_latency
-    )
-    path = str(q.save(out)) if out else None
-    rep = q.report
-    summary = {
-        "model": model,
-        "method": config.method.value,
-        "backend": config.backend.value,
-        "runtime": q.runtime,
-        "metric": rep.get("metric"),
-        "accuracy_before": rep.get("accuracy_before"),
-        "accuracy_after": rep.get("accuracy_after"),
-        "accuracy_drop": rep.get("accuracy_drop"),
-        "fidelity_only": rep.get("fidelity_only"),
-        "fidelity": {
-            k: rep["fidelity"].get(k)
-            for k in ("agreement", "cosine", "max_abs_error", "sqnr_db", "samples")
-        },
-        "latency_ms_before": rep.get("latency_ms_before"),
-        "latency_ms_after": rep.get("latency_ms_after"),
-        "speedup": rep.get("speedup"),
-        "size_mb_before": rep.get("size_mb_before"),
-        "size_mb_after": rep.get("size_mb_after"),
-        "quantized_layers": rep.get("quantized_layers", []),
-        "float_layers": rep.get("float_layers", {}),
-        "calibration_seconds": rep.get("calibration_seconds"),
-        "within_budget": rep.get("within_budget"),
-        "notes": [n for n in (rep.get("note"),) if n],
-        "output": path,
-        "threads": torch.get_num_threads(),
-        "report": rep,
-    }
-    if json_out:
-        emit_json(summary)
-        return
-    _print(summary)
-
-
-def _print(s: dict[str, Any]) -> None:
-    from rich.table import Table
-
-    from torchslim.cli._common import stdout_console
-
-    out = stdout_console()
-    t = Table(title=f"{s['model']}: {s['method']} / {s['backend']} ({s['runtime']})")
-    t.add_column("")
-    t.add_column("FP32", justify="right")
-    t.add_column("quantized", justify="right")
-
-    def f(v: Any, fmt: str = "{:.4f}") -> str:
-        return "-" if v is None else fmt.format(v)
-
-    if not s["fidelity_only"]:
-        t.add_row(str(s["metric"]), f(s["accuracy_before"]), f(s["accuracy_after"]))
-    t.add_row(
-        "latency p50 batch 1 (ms)",
-        f(s["latency_ms_before"], "{:.3f}"),
-        f(s["latency_ms_after"], "{:.3f}"),
-    )
-    t.add_row("size (MB)", f(s["size_mb_before"], "{:.3f}"), f(s["size_mb_after"], "{:.3f}"))
-    out.print(t)
-    fid = s["fidelity"]
-    drop = "" if s["fidelity_only"] else f"accuracy drop {f(s['accuracy_drop'], '{:.2f}')} points; "
-    out.print(
-        f"{drop}speed-up {f(s['speedup'], '{:.2f}')}x; agreement {f(fid['agreement'])}, cosine "
-        f"{f(fid['cosine'], '{:.5f}')}, max abs error {f(fid['max_abs_error'], '{:.4g}')}, SQNR "
-        f"{f(fid['sqnr_db'], '{:.1f}')} dB"
-        + (" (fidelity only: no labels)" if s["fidelity_only"] else "")
-    )
-    if s["float_layers"]:
-        out.print("kept in float:")
-        for layer, why in s["float_layers"].items():
-            out.print(f"  {layer}: {why}")
-    for note in s["notes"]:
-        out.print(f"[yellow]note:[/] {note}")
-    if s["output"]:
-        out.print(f"saved to {s['output']}")
 
 
 def register(app: typer.Typer) -> None:

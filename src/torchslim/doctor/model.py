@@ -25,8 +25,10 @@ _DROPOUT = ("Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout", "F
 @contextmanager
 def _eval_then_restore(module: nn.Module) -> Iterator[None]:
     """Put every submodule in eval mode for the probe, then restore each one's flag."""
+    from torchslim._safe_load import eval_mode
+
     flags = [(m, m.training) for m in module.modules()]
-    module.eval()
+    eval_mode(module)  # also modules from ExportedProgram.module(), which refuse .eval()
     try:
         yield
     finally:

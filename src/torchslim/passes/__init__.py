@@ -12,6 +12,7 @@ checks it before running.
 
 from __future__ import annotations
 
+from torchslim.passes import catalog as _catalog  # noqa: F401  (registers the built-in passes)
 from torchslim.passes.base import (
     PASSES,
     PassContext,

@@ -112,9 +112,7 @@ def register_pass(
 
 
 def list_passes() -> list[Entry]:
-    """All registered passes (importing no backend)."""
-    from torchslim.passes import catalog  # noqa: F401  (registers the built-in passes)
-
+    """All registered passes (importing no backend; ``torchslim.passes`` registers the catalog)."""
     return PASSES.list()
 
 
@@ -133,7 +131,6 @@ def apply_pass(module: nn.Module, config: Any, context: PassContext | None = Non
         TorchslimError: No pass for this config, a need not met, or a backend not installed.
     """
     from torchslim.errors import BackendUnavailableError
-    from torchslim.passes import catalog  # noqa: F401
 
     ctx = context or PassContext()
     entry = PASSES.by_key(type(config).__name__)

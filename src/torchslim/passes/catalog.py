@@ -55,7 +55,7 @@ register_pass(
 register_pass(
     "quantize",
     QuantizeConfig,
-    "torchslim.passes.quantize:apply_quantize",
+    "torchslim.passes.quant_pass:apply_quantize",
     tags=("int8", "int4", "fp16", "bf16", "torch", "onnxruntime", "openvino"),
     description="INT8 dynamic/static/QAT, weight-only INT8/INT4, FP16/BF16; accuracy-aware "
     "layer fallback with max_drop",

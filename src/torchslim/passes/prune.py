@@ -50,6 +50,12 @@ __all__ = [
 REBUILD_ATTR = "torchslim_rebuild"
 """Root-module attribute listing the architecture changes made (replayed by the loader)."""
 
+RECOVERY_NOTE = (
+    "Recovery training was skipped because it would re-densify the pruned weights; run "
+    "torchslim distill before pruning instead, or prune again after training."
+)
+"""``report["recovery_note"]`` of unstructured, global and N:M pruning when ``recover`` is set."""
+
 
 class PruneMethod(str, Enum):
     """What to remove."""
@@ -616,7 +622,6 @@ def apply_prune(module: nn.Module, config: PruneConfig, ctx: PassContext) -> Pas
             report = _unstructured(module, config, protected)
         report["protected"] = sorted(protected)
         if config.recover is not None:
-            report["recovery_note"] = "Recovery training re-densifies unstructured weights; run "
-            "torchslim distill before pruning instead, or prune again after."
+            report["recovery_note"] = RECOVERY_NOTE
     report["method"] = config.method.value
     return PassResult(module, report)

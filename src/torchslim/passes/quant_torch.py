@@ -10,6 +10,7 @@ so each call becomes its own partition; the numerics are unchanged.
 from __future__ import annotations
 
 import copy
+import logging
 import time
 import warnings
 from collections import Counter
@@ -20,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from torchslim._scoped import quantized_engine
 from torchslim.errors import ExportError, TorchslimError
 from torchslim.passes.base import PassContext, PassResult
 from torchslim.passes.quantize import (
@@ -36,20 +38,40 @@ __all__ = [
     "Int8Inductor",
     "compile_int8",
     "drop_unused_tensors",
+    "load_torchscript",
     "quantize_dynamic",
     "quantize_half",
     "quantize_qat",
     "quantize_static",
     "quantize_weight_only",
+    "save_torchscript",
     "unshare_modules",
 ]
 
 
+_NOISY_LOGGERS = ("torch.utils._pytree", "torch.utils.cpp_extension", "torchao")
+"""Loggers that print third-party chatter on normal runs (torchao's pytree ``register_constant``
+deprecation at import, Inductor's "No CUDA runtime is found" on CPU-only machines)."""
+
+
 @contextmanager
 def _quiet() -> Iterator[None]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
+    """Silence third-party warnings and :data:`_NOISY_LOGGERS` below ERROR in the block only.
+
+    The warning filters and logger levels are restored on exit, also on error; nothing is
+    silenced globally.
+    """
+    loggers = [logging.getLogger(name) for name in _NOISY_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -57,17 +79,25 @@ def _quiet() -> Iterator[None]:
 # ------------------------------------------------------------------------------------------------
 
 
-def _set_engine() -> str:
+def _best_engine() -> str:
+    """The quantized engine to pack dynamic INT8 weights for (x86 first); nothing is set."""
     engines = torch.backends.quantized.supported_engines
     for name in ("x86", "fbgemm", "onednn", "qnnpack"):
         if name in engines:
-            torch.backends.quantized.engine = name
             return name
     return str(torch.backends.quantized.engine)
 
 
 def quantize_dynamic(module: nn.Module, config: QuantizeConfig, ctx: PassContext) -> PassResult:
-    """INT8 weights, activations quantized per call (Linear, LSTM, GRU); Conv stays float."""
+    """INT8 weights, activations quantized per call (Linear, LSTM, GRU); Conv stays float.
+
+    ``torch.backends.quantized.engine`` is set to the best engine only for the conversion and
+    restored afterwards (also on error), so it never leaks into later candidates. That is enough:
+    the engine picks the kernels when the weights are *packed*; a packed module runs its own
+    engine's kernels whatever the global engine is at call time (and ``torch.jit.trace``/``save``
+    keep them). Only re-packing (``copy.deepcopy``, ``torch.jit.load``) reads the engine again;
+    wrap those in ``quantized_engine(report["engine"])`` (:mod:`torchslim._scoped`).
+    """
     from torch.ao.quantization import (
         default_dynamic_qconfig,
         per_channel_dynamic_qconfig,
@@ -76,14 +106,14 @@ def quantize_dynamic(module: nn.Module, config: QuantizeConfig, ctx: PassContext
         quantize_dynamic as ao_quantize_dynamic,
     )
 
-    engine = _set_engine()
+    engine = _best_engine()
     qconfig = per_channel_dynamic_qconfig if config.per_channel else default_dynamic_qconfig
     ignored = set(config.ignored_layers)
     targets = quantizable_layers(module, ("Linear", "LSTM", "GRU"))
     chosen = [n for n in targets if n not in ignored]
     unsupported = [n for n in quantizable_layers(module) if n not in targets]
     spec: dict[str | type, Any] = {n: qconfig for n in chosen}
-    with _quiet():
+    with quantized_engine(engine), _quiet():
         out = ao_quantize_dynamic(module, spec, dtype=torch.qint8, inplace=True)
     report = {
         "quantized_layers": chosen,
@@ -97,6 +127,42 @@ def quantize_dynamic(module: nn.Module, config: QuantizeConfig, ctx: PassContext
         "format": "torchscript",
     }
     return PassResult(out, report)
+
+
+def save_torchscript(module: nn.Module, example_inputs: tuple[Any, ...], path: Any) -> None:
+    """Trace a dynamic INT8 module and save it as TorchScript, without third-party warnings.
+
+    ``torch.jit.trace``/``save`` print deprecation ``FutureWarning``\\ s on every normal run;
+    they are silenced for this call only (:func:`_quiet`). The packed weights are saved as they
+    are, whatever the current quantized engine.
+
+    Args:
+        module: The module returned by :func:`quantize_dynamic`.
+        example_inputs: Inputs for the trace.
+        path: The ``.ts`` file to write.
+    """
+    with _quiet(), torch.no_grad():
+        traced = torch.jit.trace(module, example_inputs, check_trace=False)
+        torch.jit.save(traced, str(path))
+
+
+def load_torchscript(path: Any, engine: str | None = None) -> Any:
+    """Load a module written by :func:`save_torchscript`, quietly, under ``engine``.
+
+    Loading re-packs the INT8 weights with the quantized engine current at load time; give the
+    engine the module was quantized with (``report["engine"]``) to get the same kernels back.
+    The previous engine is restored afterwards.
+
+    Args:
+        path: The ``.ts`` file.
+        engine: Quantized engine to re-pack with; ``None`` keeps the current one.
+
+    Returns:
+        The loaded ``torch.jit.ScriptModule`` (on CPU).
+    """
+    supported = torch.backends.quantized.supported_engines
+    with quantized_engine(engine if engine in supported else None), _quiet():
+        return torch.jit.load(str(path), map_location="cpu")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -203,7 +269,8 @@ def _export(module: nn.Module, inputs: tuple[Any, ...]) -> Any:
 def _quantizer(config: QuantizeConfig, qat: bool) -> Any:
     import dataclasses
 
-    import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
+    with _quiet():
+        import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
 
     if config.symmetric_activations:
         raise TorchslimError(
@@ -296,7 +363,8 @@ def _run_batches(fn: Any, data: Any, batch_size: int = 32) -> None:
 
 def quantize_static(module: nn.Module, config: QuantizeConfig, ctx: PassContext) -> PassResult:
     """PT2E post-training INT8 with ``X86InductorQuantizer`` (compiled later with Inductor)."""
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    with _quiet():
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     calib = calibration_set(ctx, config)
     inputs = example_inputs(ctx, calib)
@@ -366,8 +434,12 @@ def train_steps(
 
 def quantize_qat(module: nn.Module, config: QuantizeConfig, ctx: PassContext) -> PassResult:
     """PT2E quantization-aware training: fake-quant, fine-tune, convert to INT8."""
-    from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
+    with _quiet():
+        from torchao.quantization.pt2e import (
+            move_exported_model_to_eval,
+            move_exported_model_to_train,
+        )
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
 
     assert ctx.train is not None
     inputs = example_inputs(ctx, ctx.train)
@@ -451,8 +523,9 @@ def compile_int8(module: nn.Module, inputs: tuple[Any, ...]) -> Int8Inductor:
 
 def quantize_weight_only(module: nn.Module, config: QuantizeConfig, ctx: PassContext) -> PassResult:
     """torchao weight-only INT8 (per-channel) or INT4 (grouped) on Linear layers."""
-    from torchao.quantization import Int8WeightOnlyConfig, IntxWeightOnlyConfig, quantize_
-    from torchao.quantization.granularity import PerGroup
+    with _quiet():
+        from torchao.quantization import Int8WeightOnlyConfig, IntxWeightOnlyConfig, quantize_
+        from torchao.quantization.granularity import PerGroup
 
     ignored = set(config.ignored_layers)
     linears = quantizable_layers(module, ("Linear",))

@@ -48,9 +48,7 @@ __all__ = [
     "QuantBackend",
     "QuantMethod",
     "QuantizeConfig",
-    "apply_quantize",
     "calibration_set",
-    "finalize",
     "list_quant_methods",
     "quant_entry",
     "quantizable_layers",
@@ -474,43 +472,3 @@ def quantize_once(module: nn.Module, config: QuantizeConfig, ctx: PassContext) -
     result.report.setdefault("backend", config.backend.value)
     result.report.setdefault("ignored_layers", list(config.ignored_layers))
     return result
-
-
-def finalize(result: PassResult, config: QuantizeConfig, ctx: PassContext) -> PassResult:
-    """Compile torch static/QAT INT8 graphs with Inductor (the fast path) when asked to."""
-    import time
-
-    torch_int8 = config.backend is QuantBackend.TORCH and config.method in (
-        QuantMethod.STATIC,
-        QuantMethod.QAT,
-    )
-    if torch_int8 and config.compile and result.deployed is None:
-        from torchslim.passes.quant_torch import compile_int8
-
-        start = time.perf_counter()
-        result.deployed = compile_int8(
-            result.module, example_inputs(ctx, ctx.calib or ctx.train, batch=1)
-        )
-        result.report["compiled"] = "inductor (freezing)"
-        result.report["compile_seconds"] = round(time.perf_counter() - start, 3)
-    return result
-
-
-def apply_quantize(
-    module: nn.Module, config: QuantizeConfig, ctx: PassContext, evaluator: Any = None
-) -> PassResult:
-    """Pass handler for :class:`QuantizeConfig` (registered in ``passes.catalog``).
-
-    With ``config.max_drop`` set and ``ctx.eval`` given, runs the accuracy-aware search (the
-    search evaluates torch INT8 graphs uncompiled; only the chosen one is compiled).
-
-    For the onnxruntime and openvino backends the quantized model is ``result.deployed`` (a
-    runtime object that runs and saves it); ``result.module`` is then the unchanged float module.
-    """
-    if config.max_drop is not None and (ctx.eval is not None or evaluator is not None):
-        from torchslim.passes.quant_accuracy import quantize_within_budget
-
-        result = quantize_within_budget(module, config, ctx, evaluator)
-    else:
-        result = quantize_once(module, config, ctx)
-    return finalize(result, config, ctx)

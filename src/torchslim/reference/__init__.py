@@ -20,7 +20,9 @@ if TYPE_CHECKING:
     from torchslim.data import DataSet
     from torchslim.models import InputSpec, LoadedModel
 
-__all__ = ["load_reference_data", "load_reference_model"]
+__all__ = ["load_reference_data", "load_reference_model", "load_reference_source"]
+
+REFERENCE_MODELS = ("fashion_cnn", "fashion_resnet", "minilm")
 
 
 def load_reference_model(name: str, spec: InputSpec | None = None) -> LoadedModel:
@@ -34,6 +36,16 @@ def load_reference_model(name: str, spec: InputSpec | None = None) -> LoadedMode
 
         return text.load_minilm(spec)
     raise SourceError(f"No bundled reference model '{name}'.")
+
+
+def load_reference_source(src: str, name: str, spec: InputSpec | None = None) -> LoadedModel:
+    """Model-source hook for ``torchslim:NAME`` (registered in ``torchslim/__init__.py``)."""
+    if name not in REFERENCE_MODELS:
+        raise SourceError(
+            f"No bundled reference model '{name}'.",
+            f"Available: {', '.join('torchslim:' + n for n in REFERENCE_MODELS)}.",
+        )
+    return load_reference_model(name, spec)
 
 
 def load_reference_data(name: str, opts: Mapping[str, str]) -> DataSet:

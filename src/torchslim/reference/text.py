@@ -29,6 +29,7 @@ Everything here needs the ``text`` extra (``pip install 'torchslim[text]'``).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -38,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
+from torchslim._scoped import scoped_env
 from torchslim.errors import DataError, SourceError, TorchslimError
 
 if TYPE_CHECKING:
@@ -174,10 +176,19 @@ class SentenceEncoder(nn.Module):
         return torch.cat(out) if out else torch.zeros(0, self.embedding_dim)
 
 
-def _set_offline() -> None:
-    """Make sure nothing tries the network (must run before ``transformers`` is imported)."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+_OFFLINE_ENV: dict[str, str] = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+"""Variables that keep Hugging Face libraries off the network."""
+
+
+def _offline() -> contextlib.AbstractContextManager[None]:
+    """Keep Hugging Face off the network for the block, without touching the process after it.
+
+    Sets each of :data:`_OFFLINE_ENV` the user has not set (their own value wins) and restores
+    ``os.environ`` on exit, also on error. Enter it before ``transformers`` is first imported:
+    ``huggingface_hub`` reads the variables once, at import (that captured value outlives the
+    block, but ``os.environ`` does not change for other code or child processes).
+    """
+    return scoped_env(**{k: v for k, v in _OFFLINE_ENV.items() if k not in os.environ})
 
 
 def load_hf_encoder(path: Path, *, kind: type[TorchslimError] = SourceError) -> SentenceEncoder:
@@ -193,7 +204,12 @@ def load_hf_encoder(path: Path, *, kind: type[TorchslimError] = SourceError) -> 
     Raises:
         SourceError: ``transformers`` is missing or the directory is not a loadable model.
     """
-    _set_offline()
+    with _offline():
+        return _load_hf_encoder(Path(path), kind)
+
+
+def _load_hf_encoder(path: Path, kind: type[TorchslimError]) -> SentenceEncoder:
+    """:func:`load_hf_encoder` without the offline environment (the caller sets it)."""
     _require(kind, "transformers")
     import transformers
     from transformers import AutoModel
@@ -259,7 +275,8 @@ def load_minilm(spec: InputSpec | None = None) -> LoadedModel:
     Raises:
         SourceError: The text extra is not installed.
     """
-    from torchslim.models import LoadedModel, _text_spec
+    from torchslim.models import LoadedModel
+    from torchslim.specs import text_spec
 
     path = minilm_dir()
     _require(SourceError, "transformers")
@@ -270,7 +287,7 @@ def load_minilm(spec: InputSpec | None = None) -> LoadedModel:
         "torchslim:minilm",
         "reference",
         encoder,
-        spec or _text_spec(_DEFAULT_SEQ_LEN, vocab),
+        spec or text_spec(_DEFAULT_SEQ_LEN, vocab),
         path=weights if weights.is_file() else path,
         task="embedding",
         metadata={
@@ -290,9 +307,9 @@ def load_minilm(spec: InputSpec | None = None) -> LoadedModel:
 
 @functools.lru_cache(maxsize=1)
 def _cached_minilm_tokenizer() -> Any:
-    _set_offline()
-    _require(DataError, "transformers")
-    tok = _load_tokenizer(minilm_dir(DataError))
+    with _offline():
+        _require(DataError, "transformers")
+        tok = _load_tokenizer(minilm_dir(DataError))
     if tok is None:
         raise DataError("The MiniLM tokenizer files are missing.", f"Reinstall: {_HINT}")
     return tok
@@ -587,3 +604,22 @@ def lee50_pearson(embed_fn: EmbedFn, data: DataSet | None = None, batch_size: in
     iu = np.triu_indices(len(data), k=1)
     human = np.asarray(sim, dtype=np.float64)[iu]
     return float(np.corrcoef(cos[iu], human)[0, 1])
+
+
+def load_hf_source(src: str, directory: str, spec: InputSpec | None = None) -> LoadedModel:
+    """Model-source hook for ``hf:DIR`` (registered in ``torchslim/__init__.py``)."""
+    path = Path(directory)
+    if not path.is_dir():
+        raise SourceError(
+            f"Hugging Face model directory '{directory}' does not exist.",
+            "hf: takes a local directory (no hub downloads); save one with model.save_pretrained().",
+        )
+    from torchslim.models import LoadedModel
+    from torchslim.specs import text_spec
+
+    encoder = load_hf_encoder(path)
+    vocab = int(getattr(encoder.config, "vocab_size", 30522))
+    seq_len = min(128, int(getattr(encoder.config, "max_position_embeddings", 128)))
+    return LoadedModel(
+        src, "hf", encoder, spec or text_spec(seq_len, vocab), path=path, task="embedding"
+    )

@@ -7,13 +7,23 @@ Optional backends that are not installed are listed as unavailable, never a cras
 
 from __future__ import annotations
 
+from torchslim.runtimes import catalog as _catalog  # noqa: F401  (registers the runtimes)
 from torchslim.runtimes.base import (
     RUNTIMES,
     Deployed,
     build,
     list_runtimes,
     load_deployed,
+    rebuild,
     register_runtime,
 )
 
-__all__ = ["RUNTIMES", "Deployed", "build", "list_runtimes", "load_deployed", "register_runtime"]
+__all__ = [
+    "RUNTIMES",
+    "Deployed",
+    "build",
+    "list_runtimes",
+    "load_deployed",
+    "rebuild",
+    "register_runtime",
+]

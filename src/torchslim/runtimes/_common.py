@@ -18,11 +18,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from torchslim._json import to_jsonable
+from torchslim.compare import flatten_outputs, pack_outputs
 from torchslim.config import config_from_dict, config_to_dict
 from torchslim.errors import SourceError, TorchslimError
+from torchslim.lowering import export_error, quiet, trace_guard
 
 if TYPE_CHECKING:
-    import torch
+    pass
 
 __all__ = [
     "MANIFEST",
@@ -31,8 +33,10 @@ __all__ = [
     "export_error",
     "flatten_outputs",
     "input_names_for",
-    "load_deployed",
+    "pack_outputs",
+    "quiet",
     "torch_threads",
+    "trace_guard",
 ]
 
 MANIFEST = "runtime.json"
@@ -94,78 +98,11 @@ def torch_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(old)
 
 
-@contextlib.contextmanager
-def quiet() -> Iterator[None]:
-    """Silence exporter chatter (warnings, graph dumps printed to stdout/stderr) in the block."""
-    import io
-    import warnings
-
-    with (
-        warnings.catch_warnings(),
-        contextlib.redirect_stdout(io.StringIO()),
-        contextlib.redirect_stderr(io.StringIO()),
-    ):
-        warnings.simplefilter("ignore")
-        yield
-
-
-@contextlib.contextmanager
-def trace_guard(what: str, others: str) -> Iterator[list[str]]:
-    """Catch TorchScript tracer warnings about Python control flow on tensor values.
-
-    Such a branch in the user's own code (outside installed packages) means the trace bakes in
-    one path: raise :class:`~torchslim.errors.ExportError` naming the line. The same warning from
-    library code (e.g. ``transformers`` mask shortcuts) is recorded in the yielded list and left
-    to the parity check, which feeds padded masks and varied inputs.
-    """
-    import warnings
-
-    from torchslim.errors import ExportError
-
-    found: list[str] = []
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        yield found
-    for w in caught:
-        msg = str(w.message)
-        if "Python boolean" not in msg and "Python number" not in msg and "Python index" not in msg:
-            continue
-        where = f"{Path(w.filename).name}:{w.lineno}"
-        fn = w.filename.replace("\\", "/")
-        if "site-packages" in fn or "dist-packages" in fn or "/torch/" in fn:
-            found.append(where)
-            continue
-        raise ExportError(
-            f"{what} found data-dependent control flow at {where}: a Python branch on a tensor "
-            "value, which a trace records as one fixed path.",
-            f"Try another runtime ({others}), or rewrite that code with torch.where/torch.cond.",
-        )
-
-
 def resolve_threads(threads: int | None) -> int:
     """``threads`` or, when ``None``/``0``, the process's torch intra-op thread count."""
     import torch
 
     return int(threads) if threads else int(torch.get_num_threads())
-
-
-def flatten_outputs(out: Any) -> list[torch.Tensor]:
-    """All tensors in a (possibly nested) model output, in order (dicts by insertion order)."""
-    import torch
-
-    if isinstance(out, torch.Tensor):
-        return [out]
-    if isinstance(out, dict) or hasattr(out, "to_tuple"):
-        values = list(out.values()) if isinstance(out, dict) else list(out.to_tuple())
-        return [t for v in values for t in flatten_outputs(v)]
-    if isinstance(out, (list, tuple)):
-        return [t for v in out for t in flatten_outputs(v)]
-    return []
-
-
-def pack_outputs(tensors: Sequence[torch.Tensor]) -> Any:
-    """One tensor when there is one output, else a tuple (the contract of every runtime)."""
-    return tensors[0] if len(tensors) == 1 else tuple(tensors)
 
 
 def input_names_for(
@@ -191,84 +128,6 @@ def input_names_for(
         if len(params) >= n:
             return params[:n]
     return ["input"] if n == 1 else [f"input{i}" for i in range(n)]
-
-
-def export_error(what: str, exc: BaseException, others: str) -> TorchslimError:
-    """A short :class:`~torchslim.errors.ExportError` naming the failing op/module.
-
-    Args:
-        what: The export step (``"torch.export"``, ``"TorchScript trace"``).
-        exc: The original exception (kept as ``__cause__`` for ``--debug``).
-        others: Runtimes to suggest instead.
-    """
-    from torchslim.errors import ExportError
-
-    text = str(exc)
-    chain: BaseException | None = exc.__cause__ or exc.__context__
-    depth = 0
-    while chain is not None and depth < 5:
-        text += "\n" + str(chain)
-        chain = chain.__cause__ or chain.__context__
-        depth += 1
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    keys = (
-        "data-dependent",
-        "Data-dependent",
-        "Unsupported",
-        "not supported",
-        "Could not guard",
-        "Dynamic control flow",
-        "unsupported",
-    )
-    reason = next((ln for ln in lines if any(k in ln for k in keys)), lines[0] if lines else "")
-    import re
-
-    reason = re.sub(r"<class '[\w.]+'>:\s*", "", reason) or type(exc).__name__
-    where = _user_frame(exc)
-    kind = (
-        "data-dependent control flow"
-        if "data-dependent" in text.lower()
-        or ("guard" in text.lower() and "symbol" in text.lower())
-        else None
-    )
-    msg = f"{what} failed"
-    if kind:
-        msg += f" on {kind}"
-    if where:
-        msg += f" at {where}"
-    msg += f": {reason[:240]}"
-    return ExportError(
-        msg,
-        f"Try another runtime ({others}), rewrite that code to avoid it, or rerun with --debug "
-        "for the full trace.",
-    )
-
-
-def _user_frame(exc: BaseException) -> str | None:
-    """``file:line (function)`` of the deepest traceback frame outside torch/torchslim."""
-    import traceback
-
-    best = None
-    seen: set[int] = set()
-    cur: BaseException | None = exc
-    while cur is not None and id(cur) not in seen:
-        seen.add(id(cur))
-        for fr in traceback.extract_tb(cur.__traceback__):
-            fn = fr.filename.replace("\\", "/")
-            if "/torch/" in fn or "/torchslim/" in fn or "/onnx" in fn or "/transformers/" in fn:
-                continue
-            if fn.startswith("<"):
-                continue
-            best = f"{Path(fn).name}:{fr.lineno} ({fr.name})"
-        cur = cur.__cause__ or cur.__context__
-    # dynamo reports user code in the message instead of the traceback
-    if best is None:
-        import re
-
-        m = re.search(r'File "([^"]+)", line (\d+), in (\w+)', str(exc))
-        if m and "/torch/" not in m.group(1):
-            best = f"{Path(m.group(1)).name}:{m.group(2)} ({m.group(3)})"
-    return best
 
 
 class BaseDeployed:
@@ -366,31 +225,6 @@ def read_manifest(directory: Path) -> dict[str, Any]:
             "Upgrade torchslim.",
         )
     return meta
-
-
-def load_deployed(directory: str | Path) -> Any:
-    """Load any runtime saved with ``deployed.save(directory)``.
-
-    Raises:
-        SourceError: Not a saved runtime directory, or saved by a newer torchslim.
-        BackendUnavailableError: The runtime's backend is not installed here.
-    """
-    from torchslim.errors import BackendUnavailableError
-    from torchslim.runtimes.base import RUNTIMES, list_runtimes
-
-    list_runtimes()
-    meta = read_manifest(Path(directory))
-    entry = RUNTIMES.get(meta["runtime"])
-    if not entry.available():
-        raise BackendUnavailableError(
-            entry.name, entry.extra, getattr(entry, "reason", lambda: None)()
-        )
-    mod_name = entry.target.partition(":")[0]
-    import importlib
-
-    module = importlib.import_module(mod_name)
-    loader: Callable[[str | Path], Any] = module.load
-    return loader(directory)
 
 
 def timed(fn: Callable[[], Any]) -> tuple[Any, float]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -19,6 +20,7 @@ __all__ = [
     "build",
     "list_runtimes",
     "load_deployed",
+    "rebuild",
     "register_runtime",
 ]
 
@@ -120,8 +122,6 @@ def register_runtime(
 
 def list_runtimes() -> list[Entry]:
     """All registered runtimes; ``entry.available()`` tells which can run here."""
-    from torchslim.runtimes import catalog  # noqa: F401
-
     return RUNTIMES.list()
 
 
@@ -131,8 +131,6 @@ def build(module: nn.Module, config: Any, example_inputs: tuple[Any, ...]) -> De
     Raises:
         BackendUnavailableError: The backend is not installed (names the extra to install).
     """
-    from torchslim.runtimes import catalog  # noqa: F401
-
     entry = RUNTIMES.by_key(type(config).__name__)
     reason = entry.reason() if isinstance(entry, RuntimeEntry) else None
     if reason is not None or not entry.available():
@@ -144,13 +142,51 @@ def build(module: nn.Module, config: Any, example_inputs: tuple[Any, ...]) -> De
     return deployed
 
 
-def load_deployed(directory: str | Path) -> Any:
-    """Load a runtime saved with ``deployed.save(directory)`` (any backend).
+def rebuild(deployed: Any, config: Any) -> Deployed:
+    """Build an already lowered model (an ONNX Runtime or OpenVINO runtime, e.g. from a
+    quantization step) again with ``config``'s settings.
 
     Raises:
-        SourceError: ``directory`` is not a saved runtime.
-        BackendUnavailableError: Its backend cannot run here.
+        TorchslimError: ``config`` selects a different runtime than ``deployed`` runs in, or that
+            runtime cannot rebuild.
     """
-    from torchslim.runtimes._common import load_deployed as _load
+    import importlib
 
-    return _load(directory)
+    from torchslim.errors import TorchslimError
+
+    entry = RUNTIMES.by_key(type(config).__name__)
+    have = str(getattr(deployed, "runtime", "?"))
+    if entry.name != have:
+        raise TorchslimError(
+            f"A model lowered for '{have}' cannot be rebuilt for '{entry.name}'.",
+            f"Use the {have} runtime, or quantize with the {entry.name} backend.",
+        )
+    module = importlib.import_module(entry.target.partition(":")[0])
+    fn = getattr(module, "rebuild", None)
+    if fn is None:
+        raise TorchslimError(f"The '{entry.name}' runtime cannot rebuild a lowered model.")
+    result: Deployed = fn(deployed, config)
+    return result
+
+
+def load_deployed(directory: str | Path) -> Any:
+    """Load any runtime saved with ``deployed.save(directory)``.
+
+    Raises:
+        SourceError: Not a saved runtime directory, or saved by a newer torchslim.
+        BackendUnavailableError: The runtime's backend is not installed here.
+    """
+    from torchslim.runtimes._common import read_manifest
+
+    meta = read_manifest(Path(directory))
+    entry = RUNTIMES.get(meta["runtime"])
+    if not entry.available():
+        raise BackendUnavailableError(
+            entry.name, entry.extra, getattr(entry, "reason", lambda: None)()
+        )
+    mod_name = entry.target.partition(":")[0]
+    import importlib
+
+    module = importlib.import_module(mod_name)
+    loader: Callable[[str | Path], Any] = module.load
+    return loader(directory)

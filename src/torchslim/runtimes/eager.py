@@ -6,7 +6,6 @@ and never unpickles code on load.
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,18 +14,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from torchslim.lowering import prepare_module
 from torchslim.runtimes._common import BaseDeployed, flatten_outputs, pack_outputs, torch_threads
 from torchslim.runtimes.configs import EagerConfig
 
-__all__ = ["EagerDeployed", "build", "load", "prepare_module", "to_channels_last"]
-
-
-def prepare_module(module: nn.Module) -> nn.Module:
-    """A private eval-mode copy of ``module`` with gradients off (the caller's is untouched)."""
-    work = copy.deepcopy(module).eval()
-    for p in work.parameters():
-        p.requires_grad_(False)
-    return work
+__all__ = ["EagerDeployed", "build", "load", "to_channels_last"]
 
 
 def to_channels_last(x: Any) -> Any:

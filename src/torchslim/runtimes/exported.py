@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from torchslim.errors import SourceError
+from torchslim.lowering import export_program, min_batch
 from torchslim.runtimes._common import (
     BaseDeployed,
     export_error,
@@ -30,53 +31,6 @@ from torchslim.runtimes.configs import ExportConfig
 
 __all__ = ["ExportedDeployed", "aoti_package", "build", "export_program", "load", "min_batch"]
 
-_OTHERS_EXPORT = "eager, torchscript with method=script, or inductor"
-
-
-def min_batch(example_inputs: Sequence[Any], batch: int = 2) -> tuple[Any, ...]:
-    """Inputs with at least ``batch`` rows (repeating rows), so exporters keep batch symbolic.
-
-    Exporters specialise a dimension of size 1; a batch of 2 keeps it dynamic.
-    """
-    out = []
-    for x in example_inputs:
-        if isinstance(x, torch.Tensor) and x.dim() > 0 and x.shape[0] < batch:
-            reps = (batch + x.shape[0] - 1) // x.shape[0]
-            x = x.repeat(reps, *([1] * (x.dim() - 1)))[:batch]
-        out.append(x)
-    return tuple(out)
-
-
-def dynamic_shapes_for(example_inputs: Sequence[Any]) -> tuple[dict[int, Any], ...]:
-    """Batch axis dynamic for every input; sequence axis too for 2-D integer (token) inputs."""
-    # DYNAMIC lets export derive the valid range (e.g. seq <= 512 from position embeddings)
-    batch = seq = torch.export.Dim.DYNAMIC
-    shapes = []
-    for x in example_inputs:
-        dims: dict[int, Any] = {}
-        if isinstance(x, torch.Tensor) and x.dim() > 0:
-            dims[0] = batch
-            if not x.is_floating_point() and x.dim() == 2:
-                dims[1] = seq
-        shapes.append(dims)
-    return tuple(shapes)
-
-
-def export_program(
-    module: nn.Module, example_inputs: Sequence[Any], *, dynamic: bool = True
-) -> torch.export.ExportedProgram:
-    """``torch.export`` the module (strict=False) with dynamic batch/sequence axes.
-
-    Raises:
-        ExportError: The model cannot be exported (names the op or line, suggests a runtime).
-    """
-    args = min_batch(example_inputs) if dynamic else tuple(example_inputs)
-    shapes = dynamic_shapes_for(args) if dynamic else None
-    try:
-        with quiet():
-            return torch.export.export(module.eval(), args, dynamic_shapes=shapes, strict=False)
-    except Exception as exc:
-        raise export_error("torch.export", exc, _OTHERS_EXPORT) from exc
 
 
 def aoti_package(ep: torch.export.ExportedProgram, path: Path, *, freezing: bool = True) -> Path:
@@ -100,12 +54,15 @@ def aoti_package(ep: torch.export.ExportedProgram, path: Path, *, freezing: bool
 
 
 def _load_program(path: Path) -> torch.export.ExportedProgram:
-    try:
-        return torch.export.load(str(path))
-    except Exception as exc:
-        raise SourceError(
-            f"Cannot load the exported program '{path}': {exc}.", "Re-export the model."
-        ) from exc
+    """Load an output directory's ``model.pt2`` without running code from the file.
+
+    Raises:
+        UntrustedPickleError: The program needs full unpickling (or holds code).
+        SourceError: Not a loadable exported program.
+    """
+    from torchslim._safe_load import load_exported_program
+
+    return load_exported_program(path)
 
 
 def _load_aoti(path: Path) -> Any:
@@ -181,7 +138,7 @@ def build(
     module: nn.Module, config: ExportConfig, example_inputs: tuple[Any, ...]
 ) -> ExportedDeployed:
     """Export ``module`` (and compile it with AOTInductor when asked)."""
-    from torchslim.runtimes.eager import prepare_module
+    from torchslim.lowering import prepare_module
 
     start = time.perf_counter()
     work = prepare_module(module)

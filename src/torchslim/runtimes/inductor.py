@@ -143,7 +143,7 @@ def build(
     Raises:
         ExportError: Compilation failed (names the op or line, suggests another runtime).
     """
-    from torchslim.runtimes.eager import prepare_module
+    from torchslim.lowering import prepare_module
 
     work = prepare_module(module)
     start = time.perf_counter()

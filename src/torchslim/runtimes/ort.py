@@ -228,10 +228,9 @@ class OrtDeployed(BaseDeployed):
         return pack_outputs(outs)
 
     def _write(self, directory: Path) -> str:
+        # Only the portable graph: the session rebuilds its optimised graph when it loads, so a
+        # saved optimised copy would double the files a deployment carries.
         shutil.copyfile(self.onnx_path, directory / "model.onnx")
-        opt = self.onnx_path.with_name("model.optimized.onnx")
-        if opt.exists():
-            shutil.copyfile(opt, directory / "model.optimized.onnx")
         return "model.onnx"
 
     @classmethod
@@ -298,3 +297,11 @@ def build(module: nn.Module, config: OrtConfig, example_inputs: tuple[Any, ...])
 def load(directory: str | Path) -> OrtDeployed:
     """Load an ``onnxruntime`` runtime saved with :meth:`OrtDeployed.save`."""
     return OrtDeployed.load(directory)  # type: ignore[return-value]
+
+
+def rebuild(deployed: OrtDeployed, config: OrtConfig) -> OrtDeployed:
+    """A new session on ``deployed``'s ONNX graph with ``config``'s settings (threads, EPs)."""
+    workdir = tempfile.TemporaryDirectory(prefix="torchslim-ort-")
+    local = Path(workdir.name) / "model.onnx"
+    shutil.copyfile(deployed.onnx_path, local)
+    return build_from_onnx(local, config, workdir=workdir)

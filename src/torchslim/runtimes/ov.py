@@ -84,7 +84,7 @@ def convert(
     Raises:
         ExportError: Conversion failed (names the op, suggests another runtime).
     """
-    from torchslim.runtimes.eager import prepare_module
+    from torchslim.lowering import prepare_module
 
     ov = _ov()
     start = time.perf_counter()
@@ -226,3 +226,8 @@ def build_from_model(
 def load(directory: str | Path) -> OpenVINODeployed:
     """Load an ``openvino`` runtime saved with :meth:`OpenVINODeployed.save`."""
     return OpenVINODeployed.load(directory)  # type: ignore[return-value]
+
+
+def rebuild(deployed: OpenVINODeployed, config: OpenVINOConfig) -> OpenVINODeployed:
+    """Compile ``deployed``'s OpenVINO model again with ``config``'s settings (hint, threads)."""
+    return build_from_model(deployed.model, config, deployed.input_names)

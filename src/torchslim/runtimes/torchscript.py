@@ -74,11 +74,13 @@ class TorchScriptDeployed(BaseDeployed):
 
     @classmethod
     def _read(cls, directory: Path, config: Any, meta: dict[str, Any]) -> TorchScriptDeployed:
+        from torchslim._safe_load import load_torchscript
+
         path = directory / meta.get("main_file", "model.ts")
+        saved = load_torchscript(path).eval()  # raises a one-line SourceError itself
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                saved = torch.jit.load(str(path), map_location="cpu").eval()
                 module = _finish(saved, config)
         except Exception as exc:
             raise SourceError(f"Cannot load TorchScript '{path}': {exc}.", "Re-export it.") from exc
@@ -102,7 +104,7 @@ def build(
     Raises:
         ExportError: Tracing/scripting failed (names the op or line, suggests another runtime).
     """
-    from torchslim.runtimes.eager import prepare_module
+    from torchslim.lowering import prepare_module
 
     work = prepare_module(module)
     method = TraceMethod(config.method)
