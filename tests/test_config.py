@@ -75,8 +75,10 @@ def test_builtin_configs_round_trip_without_prior_imports() -> None:
     import sys
 
     code = (
-        "from torchslim.config import config_from_dict\n"
-        "c = config_from_dict({'type': 'OrtConfig', 'version': 1, 'fields': {'opset': 17}})\n"
+        "from torchslim.recipe import Recipe\n"
+        "r = Recipe.from_dict({'format': 'torchslim.recipe', 'version': 1, 'runtime': "
+        "{'type': 'OrtConfig', 'version': 1, 'fields': {'opset': 17}}})\n"
+        "c = r.runtime\n"
         "print(type(c).__name__, c.opset)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -188,17 +188,23 @@ def test_input_spec_examples_are_seeded_and_checked() -> None:
 def test_torchslim_output_directories_are_sources(
     tmp_path: Path, tiny_model: torch.nn.Module
 ) -> None:
-    from torchslim.runtimes import build
+    from torchslim.artifact import save_artifact
+    from torchslim.pipeline import run_recipe
+    from torchslim.recipe import Recipe
     from torchslim.runtimes.configs import OrtConfig
-    from torchslim.slim import save_slim
+    from torchslim.specs import parse_input_spec
 
     x = torch.rand(2, 1, 8, 8)
-    slim_dir = save_slim(
-        tiny_model, tmp_path / "slim", arch="support_models:tiny", example_inputs=(x,)
+    spec = parse_input_spec("1x1x8x8")
+    eager = run_recipe(Recipe(), tiny_model, input_spec=spec, measure=False, raise_errors=True)
+    save_artifact(eager, tmp_path / "eager", source="support_models:tiny")
+    m = load_model(str(tmp_path / "eager"))
+    assert m.kind == "artifact" and m.input_spec == spec
+    torch.testing.assert_close(m.require_module()(x), tiny_model(x))  # the .pt2, no factory run
+    ort = run_recipe(
+        Recipe(runtime=OrtConfig()), tiny_model, input_spec=spec, measure=False, raise_errors=True
     )
-    m = load_model(str(slim_dir), input_spec="1x1x8x8")
-    assert m.kind == "slim"
-    torch.testing.assert_close(m.require_module()(x), tiny_model(x))
-    build(tiny_model, OrtConfig(), (x,)).save(tmp_path / "ort")
+    save_artifact(ort, tmp_path / "ort")
     o = load_model(str(tmp_path / "ort"))
-    assert o.kind == "onnx" and o.onnx_path is not None and o.onnx_path.name == "model.onnx"
+    assert o.deployed is not None and o.deployed.runtime == "onnxruntime"
+    torch.testing.assert_close(o.deployed(x), tiny_model(x), atol=1e-5, rtol=1e-5)

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 from torchslim._version import __version__
 
 if TYPE_CHECKING:
+    from torchslim.artifact import Artifact, load_artifact, save_artifact
+    from torchslim.candidate import Candidate, Constraints
     from torchslim.data import DataSet, load_data
     from torchslim.evaluate import Evaluator, Fidelity, fidelity
     from torchslim.models import InputSpec, LoadedModel, load_model, parse_input_spec
@@ -25,13 +27,22 @@ if TYPE_CHECKING:
     from torchslim.passes.compress import ClusterConfig, DepthwiseConfig, LowRankConfig
     from torchslim.passes.prune import PruneConfig
     from torchslim.passes.quantize import QuantizeConfig
+    from torchslim.pipeline import run_recipe
     from torchslim.quantization import QuantizedModel, load_quantized, quantize
+    from torchslim.recipe import Recipe
     from torchslim.runtimes import build, list_runtimes
     from torchslim.slim import cluster, depthwise, distill, load_slim, lowrank, prune, save_slim
     from torchslim.train import DistillConfig
 
 # public name -> module that defines it
 _LAZY: dict[str, str] = {
+    "Recipe": "torchslim.recipe",
+    "Candidate": "torchslim.candidate",
+    "Constraints": "torchslim.candidate",
+    "run_recipe": "torchslim.pipeline",
+    "save_artifact": "torchslim.artifact",
+    "load_artifact": "torchslim.artifact",
+    "Artifact": "torchslim.artifact",
     "DataSet": "torchslim.data",
     "load_data": "torchslim.data",
     "Evaluator": "torchslim.evaluate",

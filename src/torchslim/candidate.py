@@ -93,6 +93,11 @@ class Candidate:
         train_seconds: Time spent training (recovery, distillation, QAT) within ``build_seconds``.
         reports: Each step's own report (layers kept in float, channels removed, ...), in order.
         seed: The seed it ran with.
+        params: Parameter count of the result's module (``None`` once lowered to ONNX/OpenVINO).
+        baseline_params: Parameter count of the original.
+        flops: FLOPs per item of the result's module.
+        baseline_flops: FLOPs per item of the original.
+        teacher: The teacher's evaluation on the same data, when distillation used one.
         built: What the run built (module, runtime, model files), for saving; not serialised.
     """
 
@@ -111,6 +116,11 @@ class Candidate:
     train_seconds: float = 0.0
     reports: list[dict[str, Any]] = field(default_factory=list)
     seed: int = 0
+    params: int | None = None
+    baseline_params: int | None = None
+    flops: int | None = None
+    baseline_flops: int | None = None
+    teacher: EvalResult | None = None
     built: Any = field(default=None, repr=False, compare=False)
 
     # ---- derived values (one definition each) -------------------------------------------------
@@ -189,6 +199,11 @@ class Candidate:
                 for b in self.recipe.batch_sizes
                 if (s := self.speedup(b)) is not None
             },
+            "params": self.params,
+            "baseline_params": self.baseline_params,
+            "flops": self.flops,
+            "baseline_flops": self.baseline_flops,
+            "teacher_accuracy": None if self.teacher is None else self.teacher.value,
             "runtime": self.runtime,
             "build_seconds": round(self.build_seconds, 3),
             "train_seconds": round(self.train_seconds, 3),

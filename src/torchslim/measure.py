@@ -80,7 +80,6 @@ __all__ = [
 ProgressFn = Callable[[str, float], None]
 
 
-
 # --------------------------------------------------------------------------------------------
 # What to measure
 # --------------------------------------------------------------------------------------------
@@ -543,7 +542,8 @@ def measure_models(
                         probe.begin(tag)
                     try:
                         timer.first()
-                    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+                    # AssertionError: an exported program's shape guard (static batch)
+                    except (RuntimeError, ValueError, TypeError, IndexError, AssertionError) as exc:
                         shapes = [tuple(getattr(x, "shape", ())) for x in inputs]
                         raise ShapeError(
                             f"'{t.name}' failed on inputs of shape {shapes}: "

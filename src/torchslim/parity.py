@@ -330,9 +330,18 @@ def check_parity(
         inputs = examples
     device = str(getattr(deployed, "device", "cpu"))
     report = ParityReport(runtime, prec, tol)
-    was_training = getattr(reference, "training", False)
-    if hasattr(reference, "eval"):
-        reference.eval()  # type: ignore[attr-defined]
+    from torchslim._safe_load import eval_mode
+
+    flags = (
+        [(m, m.training) for m in reference.modules()]
+        if isinstance(reference, torch.nn.Module)
+        else []
+    )
+    was_training = not flags and getattr(reference, "training", False)
+    if isinstance(reference, torch.nn.Module):
+        eval_mode(reference)  # also ExportedProgram.module()s, which refuse .eval()/.train()
+    elif hasattr(reference, "eval"):
+        reference.eval()
     try:
         for b, s, xs in parity_inputs(inputs, batch_sizes=batch_sizes, seq_lens=seq_lens):
             with torch.inference_mode():
@@ -356,8 +365,10 @@ def check_parity(
             ok = mrel <= tol.max_rel_error and mcos >= tol.min_cosine
             report.cases.append(ParityCase(b, s, mabs, mrel, mcos, ok))
     finally:
+        for m, flag in flags:  # each submodule's own flag back, as the caller had it
+            m.training = flag
         if was_training and hasattr(reference, "train"):
-            reference.train()  # type: ignore[attr-defined]
+            reference.train()
     if raise_on_failure and not report.passed:
         bad = next(c for c in report.cases if not c.passed)
         where = f"batch {bad.batch}" + (f", sequence {bad.seq_len}" if bad.seq_len else "")

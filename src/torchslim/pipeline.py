@@ -157,6 +157,18 @@ def baseline_size_mb(loaded: LoadedModel | None, module: nn.Module | None) -> fl
     return None
 
 
+def _params_flops(module: Any, examples: tuple[Any, ...]) -> tuple[int | None, int | None]:
+    """Parameter count and FLOPs per item (batch 1) of a module."""
+    from torchslim.measure import count_flops
+
+    try:
+        params = sum(p.numel() for p in module.parameters())
+    except Exception:
+        params = None
+    flops = count_flops(module, tuple(x[:1] for x in examples))
+    return params, flops
+
+
 def _is_training_step(step: Any) -> bool:
     name = type(step).__name__
     if name == "DistillConfig":
@@ -257,6 +269,10 @@ def _run(
     with torch.no_grad():
         cand.baseline = evaluator.set_baseline(baseline_module)
     cand.baseline_size_mb = baseline_size_mb(loaded, original)
+    cand.baseline_params, cand.baseline_flops = _params_flops(baseline_module, examples)
+    if data.teacher is not None:
+        with torch.no_grad():
+            cand.teacher = evaluator.evaluate(data.teacher.eval())
 
     build_start = time.perf_counter()
     module: Any = baseline_module
@@ -319,7 +335,7 @@ def _run(
             deployed,
             module,
             spec if spec is not None else examples,
-            batch_sizes=tuple(sorted({1, *recipe.batch_sizes}))[:3],
+            batch_sizes=tuple(sorted({1, 4, *recipe.batch_sizes})),
         )
 
     tmp = tempfile.TemporaryDirectory(prefix="torchslim-run-")
@@ -337,6 +353,8 @@ def _run(
 
     cand.size_mb = deployment_size_mb(*deployment_files(built.files))
 
+    if module is not None and rep == Representation.MODULE:
+        cand.params, cand.flops = _params_flops(module, examples)
     say("Evaluating the result against the baseline")
     with torch.no_grad():
         cand.evaluation = evaluator.evaluate(built)

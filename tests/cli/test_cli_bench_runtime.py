@@ -58,7 +58,7 @@ def test_export_auto_uses_the_cached_choice(
     out = json.loads(res.stdout)
     assert out["auto"]["cached"] is True
     assert out["parity"]["passed"] is True
-    assert (tmp_path / "o" / "runtime.json").exists()
+    assert (tmp_path / "o" / "runtime" / "runtime.json").exists()
 
 
 def test_unknown_runtime_is_a_clear_error() -> None:

@@ -47,12 +47,12 @@ def test_torchscript_json(app: typer.Typer, tmp_path: Path) -> None:
     data = json.loads(res.stdout)
     assert data["runtime"] == "torchscript" and data["parity"]["passed"] is True
     assert {c["batch"] for c in data["parity"]["cases"]} == {1, 4}
-    assert data["files"] == ["model.ts", "runtime.json"]
+    assert data["files"] == ["runtime/model.ts", "runtime/runtime.json"]
     from support_models import tiny
     from torchslim.runtimes import load_deployed
 
     x = torch.rand(3, 1, 8, 8)
-    torch.testing.assert_close(load_deployed(out)(x), tiny().eval()(x))
+    torch.testing.assert_close(load_deployed(out / "runtime")(x), tiny().eval()(x))
 
 
 def test_onnxruntime_human_output(app: typer.Typer, tmp_path: Path) -> None:
@@ -70,7 +70,10 @@ def test_onnxruntime_human_output(app: typer.Typer, tmp_path: Path) -> None:
     )
     assert res.exit_code == 0, res.output
     assert "parity passed" in res.stdout and "model.onnx" in res.stdout
-    assert (tmp_path / "o" / "model.optimized.onnx").exists()
+    assert (tmp_path / "o" / "runtime" / "model.onnx").exists()
+    assert not (
+        tmp_path / "o" / "runtime" / "model.optimized.onnx"
+    ).exists()  # a cache, not shipped
 
 
 def test_export_failure_is_one_line_without_traceback(app: typer.Typer, tmp_path: Path) -> None:

@@ -14,20 +14,19 @@ MODEL = "slim_models:small_resnet"
 TRAIN = "slim_models:digits_train"
 TEST = "slim_models:digits_test"
 KEYS = (
-    "params_before",
-    "params_after",
-    "flops_before",
-    "flops_after",
-    "accuracy_before",
-    "accuracy_after",
-    "accuracy_drop",
+    "baseline_params",
+    "params",
+    "baseline_flops",
+    "flops",
+    "baseline_accuracy",
+    "accuracy",
+    "drop_points",
     "fidelity",
-    "latency_ms_before",
-    "latency_ms_after",
     "speedup",
-    "size_mb_before",
-    "size_mb_after",
-    "output",
+    "baseline_size_mb",
+    "size_mb",
+    "artifact",
+    "recipe",
 )
 
 runner = CliRunner()
@@ -63,14 +62,19 @@ def test_prune_json_report_and_reloadable_output(tmp_path):
     rep = _json(res)
     for key in KEYS:
         assert key in rep, key
-    assert rep["params_after"] < rep["params_before"]
-    assert rep["latency_ms_before"] > 0 and rep["speedup"] > 0
+    assert rep["params"] < rep["baseline_params"] and rep["flops"] < rep["baseline_flops"]
+    assert rep["drop_points"] == pytest.approx(100 * (rep["baseline_accuracy"] - rep["accuracy"]))
+    assert rep["speedup"]["1"]["baseline_ms"] > 0 and rep["speedup"]["1"]["ratio"] > 0
     assert set(rep["fidelity"]) >= {"agreement", "cosine", "max_abs_error"}
-    assert rep["output"] == str(out)
-    from torchslim.slim import load_slim
+    assert rep["artifact"] == str(out)
+    from torchslim.artifact import load_artifact
 
-    model = load_slim(out)
-    assert model(torch.rand(1, 1, 8, 8)).shape == (1, 10)
+    art = load_artifact(out)
+    x = torch.rand(1, 1, 8, 8)
+    assert art(x).shape == (1, 10)
+    # the factory named by the artifact is not imported without --trust-code
+    with pytest.raises(Exception, match="trust-code"):
+        art.module()
     # The output directory is itself a model source for the next command.
     res2 = runner.invoke(
         app,
@@ -84,12 +88,14 @@ def test_prune_json_report_and_reloadable_output(tmp_path):
             "--eval",
             TEST,
             "--no-latency",
+            "--trust-code",
             "--json",
         ],
     )
     rep2 = _json(res2)
-    assert rep2["params_before"] == rep["params_after"]
-    assert rep2["details"]["sparsity"] == pytest.approx(0.5, abs=0.01)
+    assert rep2["baseline_params"] == rep["baseline_params"]  # still against the original
+    assert [type_["type"] for type_ in rep2["recipe"]["steps"]] == ["PruneConfig", "PruneConfig"]
+    assert rep2["reports"][-1]["sparsity"] == pytest.approx(0.5, abs=0.01)
 
 
 @pytest.mark.parametrize("ratio", ["0", "1.2"])
@@ -124,8 +130,14 @@ def test_distill_json(tmp_path):
         ],
     )
     rep = _json(res)
-    assert rep["teacher_accuracy"] is not None and "gap_to_teacher" in rep
-    assert rep["details"]["train"]["steps"] > 0
+    from torchslim.data import load_data
+    from torchslim.evaluate import predict, top1_accuracy
+    from torchslim.models import load_model
+
+    test = load_data(TEST)
+    teacher = load_model(MODEL).require_module()
+    assert rep["teacher_accuracy"] == pytest.approx(top1_accuracy(predict(teacher, test), test))
+    assert rep["reports"][0]["train"]["steps"] > 0
 
 
 def test_compress_cluster_json():
@@ -145,8 +157,8 @@ def test_compress_cluster_json():
         ],
     )
     rep = _json(res)
-    assert rep["size_mb_compressed"] < rep["size_mb_before"]
-    assert rep["details"]["index_bits"] == 3
+    assert rep["reports"][0]["index_bits"] == 3
+    assert rep["reports"][0]["size_bytes_compressed"] / 1e6 < rep["baseline_size_mb"]
 
 
 def test_compress_lowrank_table():

@@ -43,20 +43,21 @@ def test_quantize_json_keys_and_output(tmp_path):
     assert res.exit_code == 0, res.output
     d = json.loads(res.stdout)
     for key in (
-        "accuracy_before",
-        "accuracy_after",
-        "accuracy_drop",
-        "latency_ms_before",
-        "latency_ms_after",
+        "baseline_accuracy",
+        "accuracy",
+        "drop_points",
         "speedup",
-        "size_mb_before",
-        "size_mb_after",
-        "output",
+        "baseline_size_mb",
+        "size_mb",
+        "artifact",
     ):
         assert d[key] is not None, key
     assert set(d["fidelity"]) >= {"agreement", "cosine", "max_abs_error"}
-    assert d["accuracy_drop"] <= 1.0 and d["within_budget"] is True
-    assert (out / "quantization.json").is_file() and (out / "runtime" / "model.xml").is_file()
+    assert d["drop_points"] <= 1.0  # the --max-drop budget, in points
+    assert d["drop_points"] == pytest.approx(100 * (d["baseline_accuracy"] - d["accuracy"]))
+    assert d["speedup"]["1"]["ratio"] > 0 and len(d["speedup"]["1"]["ci95"]) == 2
+    assert d["size_mb"] < d["baseline_size_mb"] / 2  # INT8 weights, MB of the shipped files
+    assert (out / "manifest.json").is_file() and (out / "runtime" / "model.xml").is_file()
 
 
 @requires_reference

@@ -69,6 +69,7 @@ def run_command(
     dry_run: bool = False,
     as_json: bool = False,
     title: str = "",
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Plan, run, check, save and print one command; returns the JSON summary it printed.
 
@@ -95,6 +96,7 @@ def run_command(
         dry_run: Print the recipe and stop.
         as_json: Print one JSON object.
         title: Heading for the human-readable table.
+        extra: More keys for the JSON summary (e.g. how ``--runtime auto`` chose).
 
     Raises:
         TorchslimError: Any problem, with a one-line message and a hint.
@@ -188,7 +190,10 @@ def run_command(
 
         err.print(f"Saving the artifact to {out}")
         save_artifact(cand, out, force=force, source=p.original.source)
-    summary = {"model": model, "artifact": out, **cand.to_dict()}
+    from torchslim.artifact import deployment_files
+
+    files = [p.relative_to(cand.built.files).as_posix() for p in deployment_files(cand.built.files)]
+    summary = {"model": model, "artifact": out, "files": files, **cand.to_dict(), **(extra or {})}
     if as_json:
         emit_json(summary)
     else:
@@ -214,6 +219,20 @@ def print_candidate(s: dict[str, Any], title: str, console: Any) -> None:
             _f(s.get("accuracy"), "{:.2%}"),
             _f(-(s.get("drop_points") or 0.0), "{:+.2f} pts"),
         )
+    if s.get("params") is not None and s.get("baseline_params"):
+        table.add_row(
+            "parameters",
+            f"{s['baseline_params']:,}",
+            f"{s['params']:,}",
+            f"{s['baseline_params'] / max(s['params'], 1):.2f}× fewer",
+        )
+    if s.get("flops") and s.get("baseline_flops"):
+        table.add_row(
+            "FLOPs / item",
+            f"{s['baseline_flops'] / 1e6:,.1f} M",
+            f"{s['flops'] / 1e6:,.1f} M",
+            f"{s['baseline_flops'] / s['flops']:.2f}× fewer",
+        )
     base, mine = s.get("baseline_size_mb"), s.get("size_mb")
     table.add_row(
         "size (MB)",
@@ -238,7 +257,13 @@ def print_candidate(s: dict[str, Any], title: str, console: Any) -> None:
             + (" (fidelity only: no labelled eval data)" if s.get("fidelity_only") else "")
         )
     if s.get("parity"):
-        console.print(f"parity of the {s['runtime']} runtime: passed ({s['parity']['precision']})")
+        console.print(
+            f"parity passed for the {s['runtime']} runtime ({s['parity']['precision']} tolerance)"
+        )
+    if s.get("files"):
+        console.print(f"deployment files: {', '.join(s['files'])} ({s.get('size_mb') or 0:.3f} MB)")
+    if s.get("teacher_accuracy") is not None:
+        console.print(f"teacher accuracy {s['teacher_accuracy']:.2%}")
     console.print("recipe: " + " → ".join(s.get("steps", [])))
     for rep in s.get("reports", []):
         for key in ("speedup_note", "note", "warning", "recovery_note"):

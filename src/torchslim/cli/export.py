@@ -115,6 +115,7 @@ def export_model(
     from torchslim.cli._run import run_command
 
     config = None
+    chosen = None
     if runtime == "auto":
         from torchslim.errors import ShapeError
         from torchslim.models import load_model
@@ -130,6 +131,7 @@ def export_model(
             loaded.require_module(), spec, batch_sizes=(spec.batch_size,), source=model
         )
         config = choice.config(spec.batch_size)
+        chosen = {"variant": choice.choices[spec.batch_size]["variant"], "cached": choice.cached}
     else:
         config = runtime_config(runtime, opset=opset, precision=precision, threads=threads, aot=aot)
     return run_command(
@@ -147,6 +149,7 @@ def export_model(
         dry_run=dry_run,
         as_json=as_json,
         title=f"export {model} → {runtime}",
+        extra={"auto": chosen},
     )
 
 

@@ -32,7 +32,6 @@ from torchslim.runtimes.configs import ExportConfig
 __all__ = ["ExportedDeployed", "aoti_package", "build", "export_program", "load", "min_batch"]
 
 
-
 def aoti_package(ep: torch.export.ExportedProgram, path: Path, *, freezing: bool = True) -> Path:
     """Compile ``ep`` with AOTInductor into a ``.pt2`` package at ``path``.
 
