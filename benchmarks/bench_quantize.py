@@ -194,8 +194,7 @@ class Scorer:
     """Scores any ``fn(*torch_inputs) -> tensor`` against the FP32 module on the model's data."""
 
     def __init__(self, spec: Spec) -> None:
-        from torchslim.evaluate import Evaluator
-        from torchslim.quantization import embedding_polarity_metric
+        from torchslim.evaluate import Evaluator, embedding_polarity_metric
 
         self.spec = spec
         metric: Any = embedding_polarity_metric if spec.kind == "text" else "top1"
@@ -241,6 +240,7 @@ class Row:
     predict: Any = None
     size_mb: float | None = None
     quantize_s: float | None = None
+    build_s: float | None = None
     calibration_s: float | None = None
     scores: dict[str, Any] = field(default_factory=dict)
     notes: str = ""
@@ -254,6 +254,7 @@ class Row:
             "method": self.method,
             "size_mb": self.size_mb,
             "quantize_s": self.quantize_s,
+            "build_s": self.build_s,
             "calibration_s": self.calibration_s,
             "scores": self.scores,
             "notes": self.notes,
@@ -270,9 +271,14 @@ def _dir_mb(path: Path, suffixes: tuple[str, ...]) -> float:
     return sum(p.stat().st_size for p in path.rglob("*") if p.suffix in suffixes) / 1e6
 
 
-def eager_row(spec: Spec) -> Row:
-    from torchslim.quantization import _param_mb
+def _param_mb(module: Any) -> float:
+    """MB (10^6 bytes) of the module's parameters and buffers in memory."""
+    total = sum(p.numel() * p.element_size() for p in module.parameters())
+    total += sum(b.numel() * b.element_size() for b in module.buffers())
+    return total / 1e6
 
+
+def eager_row(spec: Spec) -> Row:
     module = spec.module.eval()
 
     def predict(*xs: Any) -> Any:
@@ -298,17 +304,19 @@ def torchslim_row(spec: Spec, combo: str, args: argparse.Namespace) -> Row:
         eval=spec.eval,
         train=spec.calib if method == "qat" else None,
     )
-    row.quantize_s = round(q.report.get("seconds", time.perf_counter() - start), 2)
-    rep = q.report
+    rep = q.reports[0] if q.reports else {}  # the quantization pass's own report
+    # quantize_s: the pass itself (as before); build_s adds writing the deployment files
+    row.quantize_s = round(rep.get("seconds", time.perf_counter() - start), 2)
+    row.build_s = round(q.build_seconds, 2)
     row.calibration_s = rep.get("calibration_seconds") or rep.get("qat_seconds")
-    row.size_mb = rep.get("size_mb_after")
-    fid = rep.get("fidelity") or {}
+    row.size_mb = None if q.size_mb is None else round(q.size_mb, 4)  # MB of deployment files
+    fid = q.evaluation.fidelity if q.evaluation is not None else None
     row.scores = {
-        "metric": rep.get("accuracy_after"),
-        "cosine": fid.get("cosine"),
-        "sqnr_db": fid.get("sqnr_db"),
-        "agreement": fid.get("agreement"),
-        "max_abs_error": fid.get("max_abs_error"),
+        "metric": q.accuracy,
+        "cosine": None if fid is None else fid.cosine,
+        "sqnr_db": None if fid is None else fid.sqnr_db,
+        "agreement": None if fid is None else fid.agreement,
+        "max_abs_error": None if fid is None else fid.max_abs_error,
     }
     if spec.kind == "text":
         from torchslim.reference.text import lee50_pearson

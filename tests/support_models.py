@@ -69,3 +69,38 @@ def write_tiny_onnx(path: Path) -> None:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.save(model, str(path))
+
+
+class SizedCNN(nn.Module):
+    """A small 3-channel classifier that states its input shape (``input_size``, batch first)."""
+
+    input_size = (1, 3, 16, 16)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d(2)
+        self.fc = nn.Linear(16, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.pool(torch.relu(self.conv(x))), 1))
+
+
+def sized() -> nn.Module:
+    """Seeded SizedCNN (``input_size = (1, 3, 16, 16)``)."""
+    torch.manual_seed(0)
+    return SizedCNN()
+
+
+def with_example_inputs() -> nn.Module:
+    """Seeded TinyCNN with an ``example_inputs`` attribute (one 2x1x8x8 float tensor)."""
+    model = tiny()
+    model.example_inputs = (torch.rand(2, 1, 8, 8),)  # type: ignore[assignment]
+    return model
+
+
+def bad_input_size() -> nn.Module:
+    """TinyCNN whose ``input_size`` attribute is not a shape."""
+    model = tiny()
+    model.input_size = "large"  # type: ignore[assignment]
+    return model

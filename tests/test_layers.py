@@ -170,18 +170,7 @@ def test_each_floor_imports_only_floors_below() -> None:
 
 @pytest.mark.parametrize(
     ("a", "b"),
-    [
-        pytest.param(
-            "passes",
-            "runtimes",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="known: the ONNX Runtime / OpenVINO / torch-INT8 quantization passes still "
-                "build runtime objects (explicit lowering to ONNX/OpenVINO graphs is not done)",
-            ),
-        ),
-        ("runtimes", "passes"),
-    ],
+    [("passes", "runtimes"), ("runtimes", "passes")],
 )
 def test_passes_and_runtimes_never_import_each_other(a: str, b: str) -> None:
     bad = [

@@ -385,9 +385,18 @@ def test_random_bytes_pt2_is_one_line_error(tmp_path: Path) -> None:
 def test_zip_that_is_not_a_program_is_one_line_error(tmp_path: Path) -> None:
     path = tmp_path / "ckpt.pt2"
     path.write_bytes(_torch_saved({"w": torch.ones(2)}))  # a torch.save zip, not a program
-    with pytest.raises(SourceError, match=r"not a loadable torch\.export program") as info:
-        load_model(str(path))
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("torch.export")  # torch.export.load logs a traceback here
+    logger.addHandler(handler)
+    try:
+        with pytest.raises(SourceError, match=r"not a loadable torch\.export program") as info:
+            load_model(str(path))
+    finally:
+        logger.removeHandler(handler)
     assert "warnings above" not in str(info.value) and "\n" not in str(info.value)
+    assert records == [] and not logger.disabled
 
 
 def test_random_bytes_pt_is_not_a_checkpoint(tmp_path: Path) -> None:
@@ -428,9 +437,11 @@ def test_torchscript_pickles_are_refused_by_torch_itself(tmp_path: Path) -> None
     marker = tmp_path / "MARKER"
     payload = pickle.dumps(RunsShell(_touch(marker)), protocol=2)
     for member in ("data.pkl", "constants.pkl"):
-        bad = _rewrite(
-            good, tmp_path / f"bad_{member}.ts", lambda n, d, m=member: payload if n == m else None
-        )
+
+        def swap(name: str, data: bytes, member: str = member) -> bytes | None:
+            return payload if name == member else None
+
+        bad = _rewrite(good, tmp_path / f"bad_{member}.ts", swap)
         with pytest.raises(SourceError, match="not a loadable TorchScript") as info:
             load_torchscript(bad)
         assert "\n" not in str(info.value)
@@ -444,7 +455,11 @@ def test_eval_mode_handles_exported_modules(genuine: tuple[Path, nn.Module, torc
     gm = load_exported_program(genuine[0]).module()
     with pytest.raises(NotImplementedError):
         gm.eval()  # what torch does, and why the helper exists
-    wrapper = nn.Sequential(gm, nn.Dropout()).train()
+    wrapper = nn.Sequential(gm, nn.Dropout())
+    for m in wrapper.modules():  # .train() raises too
+        m.training = True
+    with pytest.raises(NotImplementedError):
+        wrapper.eval()  # a module holding one refuses as well
     assert eval_mode(wrapper) is wrapper
     assert not any(m.training for m in wrapper.modules())
     plain = Small().train()

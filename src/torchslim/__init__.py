@@ -28,15 +28,17 @@ if TYPE_CHECKING:
     from torchslim.passes.prune import PruneConfig
     from torchslim.passes.quantize import QuantizeConfig
     from torchslim.pipeline import run_recipe
-    from torchslim.quantization import QuantizedModel, load_quantized, quantize
+    from torchslim.quantization import quantize
     from torchslim.recipe import Recipe
     from torchslim.runtimes import build, list_runtimes
-    from torchslim.slim import cluster, depthwise, distill, load_slim, lowrank, prune, save_slim
+    from torchslim.search import optimize
+    from torchslim.slim import cluster, depthwise, distill, lowrank, prune
     from torchslim.train import DistillConfig
 
 # public name -> module that defines it
 _LAZY: dict[str, str] = {
     "Recipe": "torchslim.recipe",
+    "optimize": "torchslim.search",
     "Candidate": "torchslim.candidate",
     "Constraints": "torchslim.candidate",
     "run_recipe": "torchslim.pipeline",
@@ -60,16 +62,12 @@ _LAZY: dict[str, str] = {
     "lowrank": "torchslim.slim",
     "cluster": "torchslim.slim",
     "depthwise": "torchslim.slim",
-    "save_slim": "torchslim.slim",
-    "load_slim": "torchslim.slim",
     "PruneConfig": "torchslim.passes.prune",
     "DistillConfig": "torchslim.train",
     "LowRankConfig": "torchslim.passes.compress",
     "ClusterConfig": "torchslim.passes.compress",
     "DepthwiseConfig": "torchslim.passes.compress",
     "quantize": "torchslim.quantization",
-    "QuantizedModel": "torchslim.quantization",
-    "load_quantized": "torchslim.quantization",
     "QuantizeConfig": "torchslim.passes.quantize",
     "build": "torchslim.runtimes",
     "list_runtimes": "torchslim.runtimes",

@@ -117,7 +117,12 @@ def write_model_files(
 
 
 def _write_quantized_module(mdir: Path, module: Any, examples: tuple[Any, ...]) -> None:
-    """Torch-quantized modules: TorchScript for eager dynamic INT8, torch.export otherwise."""
+    """Torch-quantized modules: TorchScript for eager dynamic INT8, torch.export otherwise.
+
+    Some quantized programs (torchao tensor subclasses, ``*inputs`` wrappers) export only with a
+    fixed batch; then the program is exported at the example batch and ``program.json`` records
+    it (``Capabilities.dynamic_batch`` is false).
+    """
     import torch
 
     from torchslim.lowering import export_program
@@ -129,8 +134,17 @@ def _write_quantized_module(mdir: Path, module: Any, examples: tuple[Any, ...]) 
             ts = torch.jit.trace(module, examples, check_trace=False)
         torch.jit.save(ts, str(mdir / "model.ts"))
         return
-    ep = export_program(module, examples, dynamic=True)
+    try:
+        ep = export_program(module, examples, dynamic=True)
+        static = None
+    except TorchslimError:
+        ep = export_program(module, examples, dynamic=False)
+        static = [list(x.shape) for x in examples]
     torch.export.save(ep, str(mdir / "model.pt2"))
+    if static is not None:
+        (mdir / "program.json").write_text(
+            json.dumps({"static_shapes": static}, indent=2) + "\n", encoding="utf-8"
+        )
 
 
 def deployment_files(directory: str | Path) -> list[Path]:
@@ -377,12 +391,15 @@ class Artifact:
         rt = path / "runtime" / "runtime.json"
         if rt.is_file():
             info = json.loads(rt.read_text(encoding="utf-8")).get("info", {})
+        program = path / "module" / "program.json"
+        if not rt.is_file() and program.is_file():
+            info["static_shapes"] = json.loads(program.read_text(encoding="utf-8"))["static_shapes"]
         quantized = _precision_of(recipe)
         precision = quantized if quantized != "fp32" else str(info.get("precision") or "fp32")
         self.capabilities = Capabilities(
             spec,
             tuple(recipe.batch_sizes),
-            not bool(info.get("static_shapes", False)),
+            not bool(info.get("static_shapes")),
             str(info.get("device", "cpu")),
             precision,
             str(manifest.get("runtime", "eager")),

@@ -23,7 +23,14 @@ if TYPE_CHECKING:
     from torchslim.parity import ParityReport
     from torchslim.recipe import Recipe
 
-__all__ = ["Candidate", "Constraints", "Speedup", "drop_points", "pareto_front"]
+__all__ = [
+    "Candidate",
+    "Constraints",
+    "Speedup",
+    "drop_points",
+    "non_dominated",
+    "pareto_front",
+]
 
 
 def drop_points(baseline: float | None, value: float | None) -> float | None:
@@ -122,6 +129,36 @@ class Candidate:
     baseline_flops: int | None = None
     teacher: EvalResult | None = None
     built: Any = field(default=None, repr=False, compare=False)
+
+    # ---- what was built ------------------------------------------------------------------------
+    @property
+    def model(self) -> Any:
+        """The result: its runtime when it has one, else its PyTorch module (``None`` if failed)."""
+        built = self.built
+        if built is None:
+            return None
+        return built.deployed if built.deployed is not None else built.module
+
+    def __call__(self, *inputs: Any) -> Any:
+        """Run the result on torch tensors, like the original model."""
+        from torchslim.errors import TorchslimError
+
+        if self.built is None:
+            raise TorchslimError(f"This candidate {self.status}: {self.reason}.")
+        return self.built(*inputs)
+
+    def save(self, out: Any, *, force: bool = False, source: str | None = None) -> Any:
+        """Write the result as an artifact directory (see :func:`torchslim.artifact.save_artifact`).
+
+        Args:
+            out: The directory (refused when it exists and is not empty, unless ``force``).
+            force: Replace an existing directory atomically.
+            source: The original model's source string, when the run was given a module (lets
+                :meth:`~torchslim.artifact.Artifact.module` rebuild the architecture).
+        """
+        from torchslim.artifact import save_artifact
+
+        return save_artifact(self, out, force=force, source=source)
 
     # ---- derived values (one definition each) -------------------------------------------------
     @property
@@ -305,6 +342,20 @@ def _objectives(c: Candidate, batch_size: int | None) -> tuple[float, float, flo
     else:
         return None
     return (quality, lat, c.size_mb)
+
+
+def non_dominated(points: Sequence[tuple[float, ...] | None]) -> list[int]:
+    """Indices of the points no other point dominates (lower is better in every coordinate).
+
+    A point dominates another when it is at least as good everywhere and strictly better
+    somewhere; ``None`` entries (failed candidates) are never on the front.
+    """
+    valid = [(i, p) for i, p in enumerate(points) if p is not None]
+    return [
+        i
+        for i, p in valid
+        if not any(all(a <= b for a, b in zip(q, p, strict=True)) and q != p for _, q in valid)
+    ]
 
 
 def pareto_front(candidates: Sequence[Candidate], batch_size: int | None = None) -> list[Candidate]:

@@ -1,26 +1,32 @@
 """The main job on a bundled default: measure, try optimisations, check them, recommend one.
 
 :func:`run_demo` takes the reference Fashion-MNIST CNN and its packaged test set through the
-whole loop: the optimisation checklist, the baseline (accuracy, latency, size), a handful of
-candidate variants (graph fusion on ONNX Runtime / OpenVINO, INT8 dynamic and static in PyTorch,
-ONNX Runtime and OpenVINO), each checked for accuracy and fidelity against the baseline and then
-measured side by side (interleaved). The recommendation is the fastest variant at batch 1 that
-stays within the accuracy budget and is measurably faster than the baseline; nothing else is ever
-recommended.
+whole loop on the composition layer: the optimisation checklist, then a handful of recipes (graph
+fusion on ONNX Runtime / OpenVINO, INT8 dynamic in PyTorch, INT8 static on ONNX Runtime and
+OpenVINO), each run by :func:`torchslim.pipeline.run_recipe` — parity-checked, evaluated against
+the baseline on the same data — and then all measured side by side in one interleaved run. The
+recommendation is the fastest candidate at batch 1 that passes the
+:class:`~torchslim.candidate.Constraints` (within the accuracy budget, speed-up interval above 1);
+nothing else is ever recommended. The recommended candidate is written as an artifact.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["DemoConfig", "DemoResult", "VariantResult", "run_demo"]
+if TYPE_CHECKING:
+    from torchslim.candidate import Candidate
+    from torchslim.recipe import Recipe
+
+__all__ = ["DEMO_REPORT", "DemoConfig", "DemoResult", "demo_recipes", "run_demo"]
 
 Progress = Callable[[str], None]
+DEMO_REPORT = "demo.json"
+"""The file that marks a directory as the demo's own output (a re-run may replace it)."""
 
 
 @dataclass(frozen=True)
@@ -32,10 +38,11 @@ class DemoConfig:
         data: Labelled evaluation data source.
         calib: Calibration data source (static INT8).
         max_drop: Accuracy budget in points (top-1 percentage points).
-        threads: Intra-op threads for every variant.
+        threads: Intra-op threads for every variant (restored afterwards).
         batch_sizes: Batch sizes to measure.
         min_time_s: Minimum measuring time per model and batch size.
         out: Output directory (written atomically).
+        force: Replace ``out`` even when it is not an earlier demo output.
     """
 
     model: str = "torchslim:fashion_cnn"
@@ -46,41 +53,7 @@ class DemoConfig:
     batch_sizes: tuple[int, ...] = (1, 32)
     min_time_s: float = 1.0
     out: str = "demo-out"
-
-
-@dataclass
-class VariantResult:
-    """One candidate and what happened to it.
-
-    Attributes:
-        name: Short name.
-        recipe: The steps that produced it.
-        status: ``"ok"``, ``"over budget"`` or ``"error"``.
-        accuracy: Top-1 on the evaluation data (fraction).
-        drop_points: Accuracy drop vs the baseline in points.
-        cosine: Mean output cosine similarity vs the baseline.
-        agreement: Top-1 agreement with the baseline.
-        size_mb: On-disk size.
-        p50_ms: Median latency per batch size.
-        speedup: Baseline p50 / this p50 per batch size.
-        speedup_ci95: 95% interval of the batch-1 speed-up.
-        build_s: Time to build (export, calibrate, compile).
-        error: What went wrong, for failed variants.
-    """
-
-    name: str
-    recipe: list[str]
-    status: str = "ok"
-    accuracy: float | None = None
-    drop_points: float | None = None
-    cosine: float | None = None
-    agreement: float | None = None
-    size_mb: float | None = None
-    p50_ms: dict[int, float] = field(default_factory=dict)
-    speedup: dict[int, float] = field(default_factory=dict)
-    speedup_ci95: list[float | None] = field(default_factory=list)
-    build_s: float | None = None
-    error: str | None = None
+    force: bool = False
 
 
 @dataclass
@@ -91,98 +64,91 @@ class DemoResult:
         config: The configuration it ran with.
         checklist_score: Score of ``torchslim inspect`` (0-100) and its grade.
         findings: Titles of the checklist's warnings and opportunities.
-        variants: Every candidate, the baseline first.
-        recommended: Name of the recommended variant, or ``None`` when none beat the baseline.
-        out: Where the report and the recommended model were written.
+        candidates: Every candidate, in the order tried, with its verdict.
+        verdicts: Per candidate: the reasons it was not recommended (empty when it passes).
+        recommended: Index of the recommended candidate, or ``None`` when none passed.
+        out: Where the report (and the recommended artifact) were written.
         machine: The machine fingerprint summary.
     """
 
     config: DemoConfig
     checklist_score: str
     findings: list[str]
-    variants: list[VariantResult]
-    recommended: str | None
-    out: str
-    machine: str
+    candidates: list[Candidate]
+    verdicts: list[list[str]] = field(default_factory=list)
+    recommended: int | None = None
+    out: str = ""
+    machine: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly form."""
-        d = asdict(self)
-        d["config"]["batch_sizes"] = list(self.config.batch_sizes)
-        return d
+        """JSON-friendly form (one set of units: fractions, points, MB, ms)."""
+        rows = []
+        for i, (c, why) in enumerate(zip(self.candidates, self.verdicts, strict=True)):
+            rows.append(
+                {
+                    "name": _name(c.recipe),
+                    **c.to_dict(),
+                    "rejected_because": why,
+                    "recommended": i == self.recommended,
+                }
+            )
+        best = None if self.recommended is None else rows[self.recommended]
+        return {
+            "config": {**self.config.__dict__, "batch_sizes": list(self.config.batch_sizes)},
+            "checklist_score": self.checklist_score,
+            "findings": self.findings,
+            "machine": self.machine,
+            "candidates": rows,
+            "recommended": None if best is None else best["name"],
+            "artifact": self.out if best is not None else None,
+        }
+
+
+def _name(recipe: Recipe) -> str:
+    return " + ".join(recipe.describe())
+
+
+def demo_recipes(cfg: DemoConfig) -> list[Recipe]:
+    """The recipes the demo tries (OpenVINO ones only when OpenVINO/NNCF are installed)."""
+    import importlib.util
+
+    from torchslim.passes.graph import FuseConfig
+    from torchslim.passes.quantize import QuantBackend, QuantizeConfig, QuantMethod
+    from torchslim.recipe import DataRefs, Recipe
+    from torchslim.runtimes.configs import OpenVINOConfig, OrtConfig
+
+    refs = DataRefs(calib=cfg.calib, eval=cfg.data)
+    b = tuple(cfg.batch_sizes)
+    recipes = [
+        Recipe((FuseConfig(),), OrtConfig(intra_op_threads=cfg.threads), b, refs),
+        Recipe((QuantizeConfig(QuantMethod.DYNAMIC, QuantBackend.TORCH),), None, b, refs),
+        Recipe((QuantizeConfig(QuantMethod.STATIC, QuantBackend.ONNXRUNTIME),), None, b, refs),
+    ]
+    if importlib.util.find_spec("openvino") is not None:
+        recipes.insert(1, Recipe((FuseConfig(),), OpenVINOConfig(threads=cfg.threads), b, refs))
+        if importlib.util.find_spec("nncf") is not None:
+            recipes.append(
+                Recipe((QuantizeConfig(QuantMethod.STATIC, QuantBackend.OPENVINO),), None, b, refs)
+            )
+    return recipes
 
 
 def _noop(_: str) -> None:
     return None
 
 
-def _candidates(module: Any, example: tuple[Any, ...], cfg: DemoConfig, calib: Any) -> list[Any]:
-    """(name, recipe, builder) triples; each builder returns (predict, saver, size_mb)."""
-    import importlib.util
+def _check_out(cfg: DemoConfig) -> Path:
+    """The demo may replace its own earlier output; anything else needs ``force``."""
+    from torchslim._io import check_out_dir
 
-    from torchslim.passes import PassContext, apply_pass
-    from torchslim.passes.graph import FuseConfig
-    from torchslim.passes.quantize import QuantizeConfig
-    from torchslim.quantization import quantize
-    from torchslim.runtimes import build
-    from torchslim.runtimes.configs import OpenVINOConfig, OrtConfig
-
-    def fused() -> Any:
-        return apply_pass(module, FuseConfig(), PassContext(example_inputs=example)).module
-
-    def runtime(config: Any) -> Callable[[], Any]:
-        def make() -> Any:
-            deployed = build(fused(), config, example)
-            return deployed, deployed.save, None
-
-        return make
-
-    def quant(**kw: Any) -> Callable[[], Any]:
-        def make() -> Any:
-            q = quantize(module, QuantizeConfig(**kw), calib=calib, example_inputs=example)
-            return q, q.save, q.size_mb()
-
-        return make
-
-    cands: list[Any] = [
-        (
-            "fuse + onnxruntime",
-            ["graph.fuse", "runtime onnxruntime"],
-            runtime(OrtConfig(intra_op_threads=cfg.threads)),
-        ),
-        (
-            "int8 dynamic (torch)",
-            ["quantize dynamic/torch"],
-            quant(method="dynamic", backend="torch"),
-        ),
-        (
-            "int8 static (onnxruntime)",
-            ["quantize static/onnxruntime"],
-            quant(method="static", backend="onnxruntime"),
-        ),
-    ]
-    if importlib.util.find_spec("openvino") is not None:
-        cands.insert(
-            1,
-            (
-                "fuse + openvino fp32",
-                ["graph.fuse", "runtime openvino f32"],
-                runtime(OpenVINOConfig(threads=cfg.threads)),
-            ),
-        )
-        if importlib.util.find_spec("nncf") is not None:
-            cands.append(
-                (
-                    "int8 static (openvino)",
-                    ["quantize static/openvino"],
-                    quant(method="static", backend="openvino"),
-                )
-            )
-    return cands
+    out = Path(cfg.out)
+    own = out.is_dir() and (out / DEMO_REPORT).is_file()
+    check_out_dir(out, force=cfg.force or own)
+    return out
 
 
 def run_demo(config: DemoConfig | None = None, progress: Progress = _noop) -> DemoResult:
-    """Run the demo and write ``report.json`` and the recommended model to ``config.out``.
+    """Run the demo and write ``demo.json`` (and the recommended artifact) to ``config.out``.
 
     Args:
         config: What to run on (defaults: the bundled CNN and Fashion-MNIST subset).
@@ -191,129 +157,82 @@ def run_demo(config: DemoConfig | None = None, progress: Progress = _noop) -> De
     Returns:
         The :class:`DemoResult`.
     """
-    import torch
-
+    from torchslim._io import atomic_directory
+    from torchslim._json import to_jsonable
+    from torchslim.artifact import save_artifact
+    from torchslim.candidate import Constraints
     from torchslim.data import load_data
     from torchslim.doctor import diagnose
-    from torchslim.evaluate import Evaluator
     from torchslim.machine import machine_info
     from torchslim.measure import BenchTarget, TimingConfig, measure_models
-    from torchslim.models import load_model, state_dict_bytes
-    from torchslim.runtimes._common import atomic_directory
+    from torchslim.models import load_model
+    from torchslim.pipeline import RunData, run_recipe
+    from torchslim.runtimes._common import torch_threads
 
     cfg = config or DemoConfig()
-    torch.set_num_threads(cfg.threads)
+    out = _check_out(cfg)
     progress(f"Loading {cfg.model} and {cfg.data}")
     loaded = load_model(cfg.model)
-    module = loaded.require_module()
-    data = load_data(cfg.data, input_spec=loaded.input_spec)
-    calib = load_data(cfg.calib, input_spec=loaded.input_spec)
-    spec = loaded.input_spec or data.input_spec()
-    example = spec.example_inputs(batch_size=1)
+    data = RunData(
+        calib=load_data(cfg.calib, input_spec=loaded.input_spec),
+        eval=load_data(cfg.data, input_spec=loaded.input_spec),
+    )
+    spec = loaded.input_spec or data.eval.input_spec()  # type: ignore[union-attr]
 
     progress("Running the optimisation checklist")
-    report = diagnose(loaded, data)
+    report = diagnose(loaded, data.eval)
     findings = [
         f"[{f.severity}] {f.title}"
         for f in (*report.findings, *report.environment)
         if f.recommendation
     ][:8]
 
-    progress("Evaluating the baseline")
-    evaluator = Evaluator(data, batch_size=64)
-    base_eval = evaluator.set_baseline(module)
-    base = VariantResult(
-        "eager fp32 (baseline)",
-        ["none"],
-        accuracy=base_eval.value,
-        drop_points=0.0,
-        cosine=1.0,
-        agreement=1.0,
-        size_mb=round(state_dict_bytes(module) / 1e6, 3),
+    with torch_threads(cfg.threads):
+        cands = []
+        for recipe in demo_recipes(cfg):
+            progress(f"Building and checking: {_name(recipe)}")
+            cands.append(run_recipe(recipe, loaded, data=data, input_spec=spec, measure=False))
+        built = [c for c in cands if c.ok]
+        progress("Measuring the baseline and every candidate side by side (interleaved)")
+        timing = TimingConfig(min_time_s=cfg.min_time_s, max_time_s=max(5.0, 4 * cfg.min_time_s))
+
+        def make(b: int) -> tuple[Any, ...]:
+            return spec.example_inputs(batch_size=b)
+
+        targets = [BenchTarget.from_module(loaded.require_module(), make, name="baseline")]
+        targets += [BenchTarget(f"c{i}", c.built, make) for i, c in enumerate(built)]
+        measured = measure_models(
+            targets, cfg.batch_sizes, threads=cfg.threads, config=timing, memory=False
+        )
+    base_m = measured[0]
+    for c, m in zip(built, measured[1:], strict=True):
+        c.measurement, c.baseline_measurement = m, base_m
+
+    rules = Constraints(
+        max_drop_points=cfg.max_drop, min_speedup=1.0, batch_size=cfg.batch_sizes[0]
     )
-    variants = [base]
-    predictors: dict[str, Any] = {base.name: module}
-    savers: dict[str, Any] = {}
-    for name, recipe, make in _candidates(module, example, cfg, calib):
-        progress(f"Building and checking: {name}")
-        v = VariantResult(name, recipe)
-        variants.append(v)
-        start = time.perf_counter()
-        try:
-            predict, saver, size = make()
-        except Exception as exc:
-            v.status, v.error = "error", f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
-            continue
-        v.build_s = round(time.perf_counter() - start, 2)
-        res = evaluator.evaluate(predict)
-        v.accuracy = res.value
-        drop = evaluator.drop(res)
-        v.drop_points = None if drop is None else round(100 * drop, 3)
-        if res.fidelity is not None:
-            v.cosine, v.agreement = res.fidelity.cosine, res.fidelity.agreement
-        v.size_mb = size if size is not None else _saved_size_mb(saver)
-        if v.drop_points is not None and v.drop_points > cfg.max_drop:
-            v.status = "over budget"
-            continue
-        predictors[name], savers[name] = predict, saver
-
-    progress("Measuring every variant side by side (interleaved)")
-    targets = [
-        BenchTarget(n, p, lambda b: spec.example_inputs(batch_size=b), dtype="fp32")
-        for n, p in predictors.items()
-    ]
-    timing = TimingConfig(min_time_s=cfg.min_time_s, max_time_s=max(5.0, 4 * cfg.min_time_s))
-    measured = measure_models(
-        targets, cfg.batch_sizes, threads=cfg.threads, config=timing, memory=False
+    verdicts = [rules.check(c) for c in cands]
+    passing = [i for i, why in enumerate(verdicts) if not why]
+    best = max(
+        passing,
+        key=lambda i: cands[i].speedup(cfg.batch_sizes[0]).ratio,  # type: ignore[union-attr]
+        default=None,
     )
-    by_name = {m.name: m for m in measured}
-    ref = by_name[base.name]
-    for v in variants:
-        m = by_name.get(v.name)
-        if m is None:
-            continue
-        for b, bm in m.batches.items():
-            v.p50_ms[b] = round(bm.latency.p50_ms, 4)
-            v.speedup[b] = round(ref.batches[b].latency.p50_ms / bm.latency.p50_ms, 3)
-        b0 = cfg.batch_sizes[0]
-        lo = ref.batches[b0].latency.ci95_low_ms / m.batches[b0].latency.ci95_high_ms
-        hi = ref.batches[b0].latency.ci95_high_ms / m.batches[b0].latency.ci95_low_ms
-        v.speedup_ci95 = [round(lo, 3), round(hi, 3)]
-
-    # Recommend only what is within budget and measurably faster (CI above 1) than the baseline.
-    eligible = [
-        v
-        for v in variants[1:]
-        if v.status == "ok" and v.speedup_ci95 and (v.speedup_ci95[0] or 0) > 1.0
-    ]
-    best = max(eligible, key=lambda v: v.speedup.get(cfg.batch_sizes[0], 0), default=None)
-
-    out = Path(cfg.out)
     result = DemoResult(
         cfg,
         f"{report.score}/100 ({report.grade})",
         findings,
-        variants,
-        best.name if best else None,
+        cands,
+        verdicts,
+        best,
         str(out),
         machine_info().summary(),
     )
+    text = json.dumps(to_jsonable(result.to_dict()), indent=2, default=str) + "\n"
     progress(f"Writing {out}/")
-    with atomic_directory(out) as tmp:
-        if best is not None:
-            savers[best.name](tmp / "model")
-        (tmp / "report.json").write_text(json.dumps(result.to_dict(), indent=2, default=str))
+    if best is not None:
+        save_artifact(cands[best], out, force=True, extra_files={DEMO_REPORT: text})
+    else:
+        with atomic_directory(out, force=True) as tmp:
+            (tmp / DEMO_REPORT).write_text(text, encoding="utf-8")
     return result
-
-
-def _saved_size_mb(saver: Callable[[Path], Any]) -> float | None:
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="torchslim-demo-") as tmp:
-        target = Path(tmp) / "m"
-        try:
-            saver(target)
-        except Exception:
-            return None
-        total = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
-    return round(total / 1e6, 3)

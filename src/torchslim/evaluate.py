@@ -24,6 +24,7 @@ __all__ = [
     "Fidelity",
     "embedding_polarity_metric",
     "fidelity",
+    "paired_bootstrap_drop",
     "predict",
     "top1_accuracy",
 ]
@@ -246,3 +247,33 @@ def embedding_polarity_metric(outputs: Any, data: DataSet) -> float:
 
 
 embedding_polarity_metric.__name__ = "polarity_accuracy"
+
+
+def paired_bootstrap_drop(
+    baseline_correct: Any, candidate_correct: Any, *, resamples: int = 2000, seed: int = 0
+) -> tuple[float, float]:
+    """95% paired-bootstrap interval of the accuracy drop, in points.
+
+    The same resampled items are scored for both models (paired), so the interval reflects the
+    disagreement between them, not the variance of each accuracy alone.
+
+    Args:
+        baseline_correct: Per-item 0/1 (or bool) correctness of the baseline.
+        candidate_correct: The candidate's, on the same items in the same order.
+        resamples: Bootstrap resamples.
+        seed: Random seed.
+
+    Returns:
+        ``(low, high)`` of ``100 × (baseline − candidate)`` accuracy.
+    """
+    import torch
+
+    b = torch.as_tensor(baseline_correct, dtype=torch.float64).flatten()
+    c = torch.as_tensor(candidate_correct, dtype=torch.float64).flatten()
+    if b.shape != c.shape or b.numel() == 0:
+        raise ValueError("paired bootstrap needs two equally long, non-empty correctness vectors")
+    gen = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, b.numel(), (resamples, b.numel()), generator=gen)
+    drops = 100.0 * (b[idx].mean(dim=1) - c[idx].mean(dim=1))
+    lo, hi = torch.quantile(drops, torch.tensor([0.025, 0.975], dtype=torch.float64))
+    return float(lo), float(hi)

@@ -66,7 +66,8 @@ class LoadedModel:
         input_spec: The inputs it expects, when known.
         path: The file it was loaded from, if any (used for on-disk size).
         onnx_path: Set for ONNX sources.
-        task: ``"classification"``, ``"embedding"`` or ``"unknown"``.
+        task: ``"classification"``, ``"embedding"``, ``"causal-lm"``, ``"masked-lm"``,
+            ``"token-classification"``, ``"question-answering"`` or ``"unknown"``.
         metadata: Free-form facts (class names, accuracy recorded at training, ...).
         deployed: For artifacts with a runtime: the runtime object that runs them (what ``bench``
             measures); ``module`` is then the trainable module, when the artifact keeps one.
@@ -106,6 +107,23 @@ def load_model(
     trust_code: bool = False,
 ) -> LoadedModel:
     """Resolve a model source string into a :class:`LoadedModel` in eval mode.
+
+    Input shapes come from ``input_spec`` when given, else from what the source states:
+
+    * ``timm:NAME``: the model's ``pretrained_cfg["input_size"]`` (or ``default_cfg``), batch 1.
+    * ``pkg.module:factory`` (and any module without a spec: pickles, TorchScript, ``arch=``
+      checkpoints): the returned module may state its inputs with one of these attributes,
+      looked up in this order:
+
+      - ``example_inputs`` or ``example_input``: a tensor or a tuple/list of tensors, batch first
+        (or a zero-argument method returning one); shapes and dtypes are taken from them;
+      - ``input_spec``: an :class:`InputSpec` or its text form (``"1x3x224x224"``);
+      - ``input_size``: one shape, batch first (``(1, 3, 224, 224)``), or a sequence of shapes for
+        several float32 inputs;
+      - ``pretrained_cfg`` / ``default_cfg`` (timm-style dicts): ``input_size`` ``(C, H, W)``.
+
+    When none is known, commands infer the shapes from their ``--calib``/``--eval``/``--train``
+    data; otherwise they ask for ``--input-shape``.
 
     Args:
         source: What the user typed (see the module docstring for the forms).
@@ -152,6 +170,10 @@ def load_model(
         )
     if spec is not None:
         model.input_spec = spec
+    elif model.input_spec is None and model.module is not None:
+        stated = declared_input_spec(model.module)
+        if stated is not None:
+            model.input_spec, model.metadata["input_spec_from"] = stated
     if model.module is not None:
         if model.kind in ("pickle", "factory", "torchscript"):  # the user's own module object
             model.metadata.setdefault("training_at_load", _training_flags(model.module))
@@ -199,10 +221,119 @@ def _load_timm(src: str, name: str, spec: InputSpec | None) -> LoadedModel:
         module = timm.create_model(name, pretrained=False)
     except RuntimeError as exc:
         raise SourceError(f"timm has no model named '{name}'.", "See timm.list_models().") from exc
-    cfg = getattr(module, "pretrained_cfg", {}) or {}
-    c, h, w = cfg.get("input_size", (3, 224, 224))
-    spec = spec or InputSpec((TensorSpec("input", (1, c, h, w)),))
-    return LoadedModel(src, "timm", module, spec, task="classification")
+    stated = _cfg_input_spec(module)
+    if spec is None and stated is None:
+        spec = _image_spec(3, 224)  # timm's usual size, when the model states none
+    model = LoadedModel(src, "timm", module, spec, task="classification")
+    if spec is None and stated is not None:
+        model.input_spec, model.metadata["input_spec_from"] = stated
+    return model
+
+
+def _cfg_input_spec(module: Any) -> tuple[InputSpec, str] | None:
+    """The input spec a timm-style ``pretrained_cfg``/``default_cfg`` states (``input_size``)."""
+    for attr in ("pretrained_cfg", "default_cfg"):
+        try:
+            cfg = getattr(module, attr, None)
+        except Exception:  # a property that fails is no statement
+            cfg = None
+        if not cfg:
+            continue
+        size = (
+            cfg.get("input_size") if isinstance(cfg, Mapping) else getattr(cfg, "input_size", None)
+        )
+        if size is None:
+            continue
+        dims = _int_shape(size)
+        if dims is None or len(dims) not in (2, 3):
+            raise SourceError(
+                f"The model's {attr}['input_size'] is {size!r}, not (C, H, W).",
+                "Give --input-shape, e.g. 1x3x224x224.",
+            )
+        return InputSpec((TensorSpec("input", (1, *dims)),)), f"{attr}['input_size']"
+    return None
+
+
+def _int_shape(value: Any) -> tuple[int, ...] | None:
+    """``value`` as a tuple of positive ints, or ``None`` when it is not one."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        return None
+    dims = tuple(value)
+    if not dims or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dims):
+        return None
+    return dims
+
+
+def _input_name(i: int) -> str:
+    """Input names as exported programs get them: ``input``, ``input1``, ``input2`` ..."""
+    return f"input{i}" if i else "input"
+
+
+def _tensor_spec(name: str, x: Any) -> TensorSpec:
+    dtype = str(x.dtype).replace("torch.", "")
+    shape = tuple(int(d) for d in x.shape) or (1,)
+    if x.dtype.is_floating_point or dtype == "bool":
+        return TensorSpec(name, shape, dtype)
+    dyn = (0, 1) if x.dim() == 2 else (0,)
+    high = float(x.max()) + 1 if x.numel() else 1.0
+    return TensorSpec(name, shape, dtype, dyn, 0.0, max(high, 1.0))
+
+
+def declared_input_spec(module: Any) -> tuple[InputSpec, str] | None:
+    """The inputs a module states about itself, and which attribute stated them.
+
+    See :func:`load_model` for the attributes (``example_inputs``/``example_input``,
+    ``input_spec``, ``input_size``, timm-style ``pretrained_cfg``/``default_cfg``).
+
+    Raises:
+        SourceError: An attribute is present but malformed.
+    """
+    import torch
+
+    def attr(name: str) -> Any:
+        try:
+            return getattr(module, name, None)
+        except Exception:  # a failing property states nothing
+            return None
+
+    for name in ("example_inputs", "example_input"):
+        value = attr(name)
+        if value is None:
+            continue
+        if callable(value) and not isinstance(value, torch.Tensor):
+            value = value()
+        xs = (value,) if isinstance(value, torch.Tensor) else value
+        if (
+            not isinstance(xs, (tuple, list))
+            or not xs
+            or not all(isinstance(x, torch.Tensor) for x in xs)
+        ):
+            raise SourceError(
+                f"The model's {name} attribute is {type(value).__name__}, not a tensor or a "
+                "tuple of tensors.",
+                "Set it to example inputs, batch first (e.g. torch.rand(1, 3, 224, 224)).",
+            )
+        specs = tuple(_tensor_spec(_input_name(i), x) for i, x in enumerate(xs))
+        return InputSpec(specs), name
+    stated = attr("input_spec")
+    if isinstance(stated, InputSpec):
+        return stated, "input_spec"
+    if isinstance(stated, str) and stated.strip():
+        return parse_input_spec(stated), "input_spec"
+    size = attr("input_size")
+    if size is not None:
+        one = _int_shape(size)
+        iterable = hasattr(size, "__iter__") and not isinstance(size, (str, bytes))
+        many = tuple(size) if one is None and iterable else ()
+        shapes = [one] if one is not None else [_int_shape(s) for s in many]
+        if not shapes or any(s is None for s in shapes):
+            raise SourceError(
+                f"The model's input_size attribute is {size!r}, not a shape.",
+                "Set it to the full input shape, batch first, e.g. (1, 3, 224, 224).",
+            )
+        specs = tuple(TensorSpec(_input_name(i), s) for i, s in enumerate(shapes) if s is not None)
+        return InputSpec(specs), "input_size"
+    return _cfg_input_spec(module)
 
 
 def _hooked(key: str, src: str, rest: str, spec: InputSpec | None) -> LoadedModel:
@@ -398,7 +529,9 @@ def _load_pickle_checkpoint(
             raise SourceError(f"Cannot load '{path}': {exc2}.") from exc2
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         raise SourceError(
-            f"'{path}' is not a readable PyTorch checkpoint ({str(exc).splitlines()[0]}).",
+            # torch's first line goes on about miniz internals: keep its first sentence
+            f"'{path}' is not a readable PyTorch checkpoint "
+            f"({(str(exc).splitlines() or [type(exc).__name__])[0].split('. ')[0].rstrip('.')}).",
             "The file may be truncated or corrupt; re-save it.",
         ) from exc
     if isinstance(obj, nn.Module):

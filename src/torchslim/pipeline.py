@@ -54,12 +54,15 @@ class RunData:
         eval: Evaluation samples (labelled: accuracy and fidelity; otherwise fidelity only).
         train: Training samples.
         teacher: Teacher module for distillation (default: the original model).
+        metric: ``"top1"`` or a callable ``(outputs, data) -> float`` (higher is better); default:
+            top-1, or polarity accuracy of embeddings for sentence encoders on labelled text.
     """
 
     calib: DataSet | None = None
     eval: DataSet | None = None
     train: DataSet | None = None
     teacher: nn.Module | None = None
+    metric: Any = None
 
 
 @dataclass
@@ -105,12 +108,16 @@ def _example_inputs(spec: InputSpec | None, data: RunData, batch: int = 2) -> tu
                 xs = tuple(x.repeat(batch, *([1] * (x.dim() - 1)))[:batch] for x in xs)
             return xs
     raise TorchslimError(
-        "The model's input shapes are unknown and no data was given.",
-        "Give --input-shape (e.g. 1x3x224x224) or --calib/--eval data.",
+        "The model's input shapes are unknown: the source states none and no data was given.",
+        "Give --input-shape (e.g. 1x3x224x224), or --calib/--eval/--train data to infer them "
+        "from; a factory's module can state them itself (an example_inputs, input_spec or "
+        "input_size attribute; timm models: pretrained_cfg['input_size']).",
     )
 
 
-def _evaluator(module: nn.Module, spec: InputSpec | None, data: RunData, seed: int) -> Evaluator:
+def _evaluator(
+    module: nn.Module, spec: InputSpec | None, data: RunData, seed: int, task: str = "unknown"
+) -> Evaluator:
     """The evaluator every candidate is judged by: eval data, else a fidelity-only sample."""
     from torchslim.data import DataSet
     from torchslim.evaluate import Evaluator
@@ -130,31 +137,43 @@ def _evaluator(module: nn.Module, spec: InputSpec | None, data: RunData, seed: i
             xs = spec.example_inputs(batch_size=64, seed=seed)
             ds = DataSet("synthetic (fidelity only)", xs, None, synthetic=True)
     else:
-        metric = _metric_for(module, ds)
+        metric = data.metric if data.metric is not None else _metric_for(ds, task)
     return Evaluator(ds, metric, batch_size=32)
 
 
-def _metric_for(module: Any, data: DataSet) -> Any:
+def _metric_for(data: DataSet, task: str) -> Any:
     """Top-1, or polarity accuracy of embeddings for sentence encoders on labelled text."""
-    if data.has_labels and len(data.inputs) == 2 and data.name.endswith("text_polarity"):
+    text = len(data.inputs) == 2 and data.num_classes == 2 and data.name.endswith("text_polarity")
+    if data.has_labels and (task == "embedding" or text):
         from torchslim.evaluate import embedding_polarity_metric
 
         return embedding_polarity_metric
     return "top1"
 
 
-def baseline_size_mb(loaded: LoadedModel | None, module: nn.Module | None) -> float | None:
-    """MB of the original model's files (its file, else its weights as safetensors would hold)."""
+def baseline_size_mb(
+    loaded: LoadedModel | None, module: nn.Module | None, examples: tuple[Any, ...] = ()
+) -> float | None:
+    """MB of the original model's files: its file when loaded from one, else the files an eager
+    deployment of it needs (its ``model.pt2``, written once here) — the same rule as every
+    candidate's size."""
     from torchslim.measure import deployment_size_mb
 
     if loaded is not None and loaded.path is not None and Path(loaded.path).exists():
+        files = loaded.metadata.get("deployment_files")
+        if files:
+            return deployment_size_mb(*files)
         return deployment_size_mb(loaded.onnx_path or loaded.path)
-    if module is not None:
-        from torchslim._io import MB
-        from torchslim.models import state_dict_bytes
+    if module is None:
+        return None
+    from torchslim.artifact import deployment_files, write_model_files
 
-        return state_dict_bytes(module) / MB
-    return None
+    with tempfile.TemporaryDirectory(prefix="torchslim-size-") as tmp:
+        try:
+            write_model_files(Path(tmp), module, None, Representation.MODULE, examples)
+        except Exception:
+            return None
+        return deployment_size_mb(*deployment_files(tmp))
 
 
 def _params_flops(module: Any, examples: tuple[Any, ...]) -> tuple[int | None, int | None]:
@@ -248,6 +267,7 @@ def _run(
 ) -> None:
     import torch
 
+    from torchslim._safe_load import eval_mode
     from torchslim.models import LoadedModel
     from torchslim.passes import PassContext, apply_pass
 
@@ -264,19 +284,22 @@ def _run(
             ds.check_finite()
 
     say("Evaluating the baseline")
-    baseline_module = copy.deepcopy(original).eval()
-    evaluator = _evaluator(baseline_module, spec, data, recipe.seed)
+    baseline_module = eval_mode(copy.deepcopy(original))
+    evaluator = _evaluator(
+        baseline_module, spec, data, recipe.seed, loaded.task if loaded is not None else "unknown"
+    )
     with torch.no_grad():
         cand.baseline = evaluator.set_baseline(baseline_module)
-    cand.baseline_size_mb = baseline_size_mb(loaded, original)
+    cand.baseline_size_mb = baseline_size_mb(loaded, original, examples)
     cand.baseline_params, cand.baseline_flops = _params_flops(baseline_module, examples)
     if data.teacher is not None:
         with torch.no_grad():
-            cand.teacher = evaluator.evaluate(data.teacher.eval())
+            cand.teacher = evaluator.evaluate(eval_mode(data.teacher))
 
     build_start = time.perf_counter()
     module: Any = baseline_module
     deployed: Any = None
+    lowered: Any = None  # an ONNX / OpenVINO representation a step lowered the model to
     rep = Representation.MODULE
     ctx = PassContext(
         calib=data.calib,
@@ -309,22 +332,40 @@ def _run(
         if _is_training_step(step):
             cand.train_seconds += result.seconds
         rep = rep_after
+        deployed = None
         if rep in (Representation.ONNX, Representation.OPENVINO):
-            module, deployed = None, result.deployed
+            module, lowered = None, result.module
         else:
-            module = result.module.eval() if hasattr(result.module, "eval") else result.module
-            deployed = result.deployed if rep == Representation.QUANTIZED_MODULE else None
+            module = eval_mode(result.module) if hasattr(result.module, "eval") else result.module
 
+    # The runtime builds from what the last step produced: the module, or the ONNX / OpenVINO
+    # representation (in its own runtime, with that runtime's default config when the recipe
+    # names none). A torch static/QAT INT8 graph runs on Inductor unless compile=False.
+    runtime_config = recipe.runtime
+    if runtime_config is None and lowered is not None:
+        from torchslim.runtimes import default_config
+
+        runtime_config = default_config(lowered)
+    last: Any = recipe.steps[-1] if recipe.steps else None
+    if (
+        runtime_config is None
+        and rep == Representation.QUANTIZED_MODULE
+        and type(last).__name__ == "QuantizeConfig"
+        and getattr(last, "compile", False)
+        and getattr(last.method, "value", last.method) in ("static", "qat")
+    ):
+        from torchslim.runtimes.configs import InductorConfig
+
+        runtime_config = InductorConfig()
     lowered_from_module = False
-    if recipe.runtime is not None:
-        from torchslim.runtimes import build, rebuild
+    if runtime_config is not None:
+        from torchslim.runtimes import build
 
-        say(f"Building the {type(recipe.runtime).__name__} runtime")
-        if rep in (Representation.ONNX, Representation.OPENVINO):
-            deployed = rebuild(deployed, recipe.runtime)
-        else:
-            deployed = build(module, recipe.runtime, examples)
-            lowered_from_module = rep == Representation.MODULE
+        if lowered is None and rep in (Representation.ONNX, Representation.OPENVINO):
+            lowered = deployed.representation()  # continuing from an artifact's runtime
+        say(f"Building the {type(runtime_config).__name__} runtime")
+        deployed = build(lowered if lowered is not None else module, runtime_config, examples)
+        lowered_from_module = rep == Representation.MODULE
     cand.runtime = str(getattr(deployed, "runtime", "eager")) if deployed is not None else "eager"
 
     if lowered_from_module:

@@ -118,7 +118,12 @@ class Recipe:
     def describe(self) -> list[str]:
         """One short line per step and the runtime (``["PruneConfig ratio=0.5", ...]``)."""
         lines = [_short(s) for s in self.steps]
-        lines.append(f"runtime {_short(self.runtime)}" if self.runtime else "runtime eager")
+        if self.runtime is not None:
+            lines.append(f"runtime {_short(self.runtime)}")
+        else:
+            last = _produces(self.steps[-1]) if self.steps else Representation.MODULE
+            default = {Representation.ONNX: "onnxruntime", Representation.OPENVINO: "openvino"}
+            lines.append(f"runtime {default.get(last, 'eager')}")
         return lines
 
     # ---- checking -----------------------------------------------------------------------------
@@ -222,21 +227,28 @@ class Recipe:
             )
         steps = data.get("steps") or []
         if not isinstance(steps, list):
-            raise RecipeError(f"{where}: 'steps' must be a list.")
+            raise RecipeError(f"{where}: 'steps' must be a list.", "Write it as torchslim does.")
         try:
             decoded = tuple(_decode_config(s, f"{where} step {i}") for i, s in enumerate(steps, 1))
             runtime = data.get("runtime")
             rt = None if runtime is None else _decode_config(runtime, f"{where} runtime")
             refs = data.get("data") or {}
             if not isinstance(refs, Mapping):
-                raise RecipeError(f"{where}: 'data' must be a mapping.")
+                raise RecipeError(
+                    f"{where}: 'data' must be a mapping.", "Write it as torchslim does."
+                )
             bad = sorted(set(refs) - {"calib", "eval", "train", "teacher"})
             if bad:
-                raise RecipeError(f"{where}: unknown data key(s) {', '.join(bad)}.")
+                raise RecipeError(
+                    f"{where}: unknown data key(s) {', '.join(bad)}.",
+                    "Data keys are calib, eval, train and teacher.",
+                )
             batch_sizes = tuple(int(b) for b in (data.get("batch_sizes") or (1,)))
             seed = int(data.get("seed", 0))
         except (TypeError, ValueError) as exc:
-            raise RecipeError(f"{where} is invalid: {exc}.") from None
+            raise RecipeError(
+                f"{where} is invalid: {exc}.", "Write it as torchslim does."
+            ) from None
         return cls(decoded, rt, batch_sizes, DataRefs(**{k: refs[k] for k in refs}), seed)
 
     def to_yaml(self) -> str:
@@ -255,6 +267,12 @@ class Recipe:
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             at = f" at line {mark.line + 1}" if mark is not None else ""
+            if isinstance(exc, yaml.constructor.ConstructorError):  # e.g. !!python/object
+                raise RecipeError(
+                    f"{where} uses a YAML tag torchslim refuses{at} ({exc.problem}).",
+                    "Recipes are plain YAML without tags (tags such as !!python/object run code); "
+                    "write it as torchslim does.",
+                ) from None
             raise RecipeError(f"{where} is not valid YAML{at}.", "Fix the file.") from None
         return cls.from_dict(data, where=where)
 
@@ -280,7 +298,10 @@ class Recipe:
         try:
             text = p.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            raise RecipeError(f"Cannot read recipe '{p}': {exc}.") from None
+            raise RecipeError(
+                f"Cannot read recipe '{p}': {exc}.",
+                "Give a recipe.yaml written by torchslim (or an artifact directory).",
+            ) from None
         return cls.from_yaml(text, where=str(p))
 
 

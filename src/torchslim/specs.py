@@ -6,6 +6,7 @@ Values only: importing this module imports no torch (tensors are made lazily by
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -35,6 +36,10 @@ _DTYPES = {
     "bool": "bool",
 }
 
+# Inputs are synthesised as real tensors: refuse shapes no machine could hold (2**31 values is
+# 8 GiB of float32) with a clear error instead of an allocator failure.
+_MAX_ELEMENTS = 2**31
+
 
 @dataclass(frozen=True)
 class TensorSpec:
@@ -61,6 +66,12 @@ class TensorSpec:
             raise ShapeError(
                 f"Input '{self.name}' has invalid shape {self.shape}.",
                 "Give positive dimensions, batch first, e.g. 1x3x224x224.",
+            )
+        if math.prod(int(d) for d in self.shape) > _MAX_ELEMENTS:
+            raise ShapeError(
+                f"Input '{self.name}' of shape {'x'.join(map(str, self.shape))} is too large "
+                f"(more than {_MAX_ELEMENTS:,} values in one tensor).",
+                "Give the shape of one real input batch, e.g. 1x3x224x224.",
             )
         if self.dtype not in _DTYPES.values():
             raise ShapeError(

@@ -52,14 +52,15 @@ def test_lowrank_only_where_flops_drop():
 
 
 def test_lowrank_energy_and_reload(tmp_path):
-    from torchslim.slim import load_slim, save_slim
+    from torchslim.artifact import load_artifact
+    from torchslim.slim import lowrank
 
-    res = apply_pass(small_resnet(), LowRankConfig(energy=0.6, min_saving=0.0), _ctx())
-    assert all(info["energy"] >= 0.6 for info in res.report["layers"].values())
-    out = save_slim(
-        res.module, tmp_path / "lr", arch="slim_models:small_resnet", example_inputs=(X,)
-    )
-    torch.testing.assert_close(load_slim(out)(X), res.module(X))
+    res = lowrank(small_resnet(), LowRankConfig(energy=0.6, min_saving=0.0), X, measure=False)
+    assert all(info["energy"] >= 0.6 for info in res.reports[0]["layers"].values())
+    out = res.save(tmp_path / "lr", source="slim_models:small_resnet")
+    art = load_artifact(out, trust_code=True)
+    torch.testing.assert_close(art.module()(X), res.model(X))
+    torch.testing.assert_close(art(X), res.model(X), rtol=1e-5, atol=1e-5)  # the saved program
 
 
 def test_kmeans_leaves_at_most_k_values_per_layer():

@@ -234,40 +234,35 @@ def test_config_round_trip():
 
 
 def test_save_and_reload_pruned(tmp_path):
+    from torchslim.artifact import load_artifact
     from torchslim.models import load_model
-    from torchslim.slim import load_slim, save_slim
+    from torchslim.slim import prune
 
-    pruned = apply_pass(small_resnet(), PruneConfig(ratio=0.5), _ctx()).module.eval()
-    out = save_slim(pruned, tmp_path / "out", arch="slim_models:small_resnet", example_inputs=(X,))
-    assert {"model.safetensors", "model.pt2", "slim.json"} <= {p.name for p in out.iterdir()}
-    again = load_slim(out)
+    res = prune(small_resnet(), PruneConfig(ratio=0.5), X, measure=False)
+    pruned = res.model
+    out = res.save(tmp_path / "out", source="slim_models:small_resnet")
+    assert {"model.safetensors", "model.pt2", "rebuild.json"} <= {
+        p.name for p in (out / "module").iterdir()
+    }
+    art = load_artifact(out, trust_code=True)  # slim_models:small_resnet is a factory
+    again = art.module()
     torch.testing.assert_close(again(X), pruned(X))
     assert _convs(again)["c1"].out_channels == _convs(pruned)["c1"].out_channels
-    exported = load_model(str(out / "model.pt2")).require_module()
-    torch.testing.assert_close(exported(X), pruned(X))
-    with pytest.raises(TorchslimError, match="already exists"):
-        save_slim(pruned, out)
+    exported = load_model(str(out / "module" / "model.pt2")).require_module()
+    torch.testing.assert_close(exported(X[:3]), pruned(X[:3]))  # dynamic batch
+    with pytest.raises(TorchslimError, match="not empty"):
+        res.save(out)
 
 
 def test_public_prune_api_report():
     from torchslim.slim import prune
 
     test = digits("test")
-    _model, report = prune(small_resnet(), PruneConfig(ratio=0.5), X, eval=test, latency=False)
-    for key in (
-        "params_before",
-        "params_after",
-        "flops_before",
-        "flops_after",
-        "size_mb_before",
-        "size_mb_after",
-        "accuracy_before",
-        "accuracy_after",
-        "accuracy_drop",
-    ):
-        assert report[key] is not None, key
-    assert report["params_after"] < report["params_before"]
-    assert set(report["fidelity"]) == {"agreement", "cosine", "max_abs_error"}
+    res = prune(small_resnet(), PruneConfig(ratio=0.5), X, eval=test, measure=False)
+    assert res.params < res.baseline_params and res.flops < res.baseline_flops
+    assert res.size_mb < res.baseline_size_mb
+    assert res.drop_points == pytest.approx(100 * (res.baseline_accuracy - res.accuracy))
+    assert 0.0 <= res.evaluation.fidelity.agreement <= 1.0
 
 
 def test_top_level_api_names():
@@ -276,4 +271,4 @@ def test_top_level_api_names():
     assert torchslim.prune.__module__ == "torchslim.slim"
     assert torchslim.PruneConfig is PruneConfig
     res = torchslim.prune(small_resnet(), torchslim.PruneConfig(ratio=0.25), X, measure=False)
-    assert res.report["details"]["method"] == "structured"
+    assert res.reports[0]["method"] == "structured"

@@ -14,6 +14,7 @@ from support_models import requires_reference
 from torchslim.config import config_from_dict, config_to_dict
 from torchslim.data import DataSet
 from torchslim.errors import AccuracyBudgetError, BackendUnavailableError, DataError, TorchslimError
+from torchslim.lowering import OnnxModel, OpenVINOModel, reference_runner
 from torchslim.passes import PassContext, apply_pass, list_passes
 from torchslim.passes.quantize import (
     QuantBackend,
@@ -133,6 +134,19 @@ def test_user_model_is_not_modified():
 
 # ---- contract: every registered method/backend on the reference CNN ------------------------------
 
+
+def assert_representation(model: object, backend: QuantBackend) -> None:
+    """A quantization pass returns a model representation for its backend, never a runtime."""
+    expected = {
+        QuantBackend.TORCH: nn.Module,
+        QuantBackend.ONNXRUNTIME: OnnxModel,
+        QuantBackend.OPENVINO: OpenVINOModel,
+    }[backend]
+    assert isinstance(model, expected), (backend, type(model))
+    assert not hasattr(model, "save") and not hasattr(model, "build_seconds"), type(model)
+    assert "torchslim.runtimes" not in type(model).__module__
+
+
 # (max accuracy drop in points on 600 test images, min cosine to FP32 logits)
 _THRESHOLDS = {
     "dynamic": (1.0, 0.999),
@@ -163,7 +177,8 @@ def test_contract_every_method(name, fashion):
     cfg = _config(name)
     ctx = PassContext(calib=calib, train=calib, eval=ev)
     result = apply_pass(model, cfg, ctx)
-    run = result.deployed if result.deployed is not None else result.module
+    assert_representation(result.module, cfg.backend)
+    run = reference_runner(result.module)
     evaluator = Evaluator(ev)
     base = evaluator.set_baseline(model)
     out = evaluator.evaluate(run)
@@ -247,7 +262,8 @@ def test_ignored_layer_stays_float_in_onnx_graph():
     res = apply_pass(model, cfg, PassContext(calib=calib))
     assert res.report["quantized_layers"] == ["0"]
     assert res.report["float_layers"] == {"2": "ignored by request"}
-    graph = onnx.load(str(res.deployed.onnx_path)).graph
+    assert isinstance(res.module, OnnxModel)
+    graph = onnx.load(str(res.module.path)).graph
     produced_by_dq = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
     inits = {i.name for i in graph.initializer}
     gemms = [n for n in graph.node if n.op_type in ("Gemm", "MatMul")]
@@ -282,3 +298,131 @@ def test_unshare_modules_lets_pt2e_quantize_resnet_style_blocks():
     assert res.report["unshared_modules"] == ["relu"]
     cos = torch.nn.functional.cosine_similarity(res.module(x).flatten(), ref.flatten(), dim=0)
     assert cos > 0.99
+
+
+# ---- explicit lowering: passes return representations, runtimes build from them ---------------
+
+_HAS_ORT = importlib.util.find_spec("onnxruntime") is not None
+_HAS_OV = (
+    importlib.util.find_spec("openvino") is not None
+    and importlib.util.find_spec("nncf") is not None
+)
+
+
+def _small_cnn() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 10)
+    ).eval()
+
+
+@pytest.mark.parametrize(
+    ("backend", "method", "precision"),
+    [
+        pytest.param(
+            "onnxruntime",
+            "static",
+            None,
+            marks=pytest.mark.skipif(not _HAS_ORT, reason="no onnxruntime"),
+        ),
+        pytest.param(
+            "onnxruntime",
+            "dynamic",
+            None,
+            marks=pytest.mark.skipif(not _HAS_ORT, reason="no onnxruntime"),
+        ),
+        pytest.param(
+            "openvino",
+            "static",
+            "default",
+            marks=pytest.mark.skipif(not _HAS_OV, reason="no openvino/nncf"),
+        ),
+        pytest.param(
+            "openvino",
+            "weight_only",
+            "f32",
+            marks=pytest.mark.skipif(not _HAS_OV, reason="no openvino/nncf"),
+        ),
+        pytest.param(
+            "openvino",
+            "bf16",
+            "bf16",
+            marks=pytest.mark.skipif(not _HAS_OV, reason="no openvino/nncf"),
+        ),
+    ],
+)
+def test_lowering_pass_returns_a_representation_its_runtime_builds_exactly(
+    backend, method, precision
+):
+    from torchslim.runtimes import build, default_config
+
+    model = _small_cnn()
+    calib = DataSet("c", (torch.randn(32, 1, 8, 8, generator=torch.Generator().manual_seed(3)),))
+    cfg = QuantizeConfig(method=method, backend=backend)
+    result = apply_pass(model, cfg, PassContext(calib=calib))
+    rep = result.module
+    assert_representation(rep, cfg.backend)
+    assert rep.runtime == backend
+    runtime_config = default_config(rep)
+    if precision is not None:  # NNCF INT8 keeps OpenVINO's default precision for the float rest
+        assert getattr(runtime_config.precision, "value", None) == precision
+    x = torch.randn(5, 1, 8, 8, generator=torch.Generator().manual_seed(4))
+    deployed = build(rep, runtime_config, (x[:2],))
+    assert deployed.runtime == backend
+    ref = rep.run(x)
+    assert torch.equal(deployed(x), ref)  # the runtime computes what the pass evaluated
+    with torch.no_grad():
+        cos = torch.nn.functional.cosine_similarity(ref.flatten(), model(x).flatten(), dim=0)
+    assert cos > 0.99
+
+
+@pytest.mark.skipif(not (_HAS_ORT and _HAS_OV), reason="needs onnxruntime and openvino/nncf")
+def test_representation_given_to_the_wrong_runtime_is_a_clear_error():
+    from torchslim.runtimes import build
+    from torchslim.runtimes.configs import EagerConfig, OpenVINOConfig, OrtConfig
+
+    model = _small_cnn()
+    calib = DataSet("c", (torch.randn(16, 1, 8, 8),))
+    x = torch.randn(2, 1, 8, 8)
+    onnx_model = apply_pass(
+        model, QuantizeConfig(method="dynamic", backend="onnxruntime"), PassContext(calib=calib)
+    ).module
+    ov_model = apply_pass(
+        model, QuantizeConfig(method="static", backend="openvino"), PassContext(calib=calib)
+    ).module
+    for rep, config, have, want in [
+        (onnx_model, OpenVINOConfig(), "onnxruntime", "openvino"),
+        (ov_model, OrtConfig(), "openvino", "onnxruntime"),
+        (onnx_model, EagerConfig(), "onnxruntime", "eager"),
+    ]:
+        with pytest.raises(TorchslimError) as err:
+            build(rep, config, (x,))
+        text = str(err.value)
+        assert have in text and want in text and type(rep).__name__ in text, text
+
+
+@pytest.mark.skipif(not _HAS_ORT, reason="no onnxruntime")
+def test_accuracy_aware_onnxruntime_evaluates_the_graph_and_keeps_layer_in_float():
+    import onnx
+
+    model = _Outlier().eval()
+    data = _outlier_data(model)
+    full = quantize_once(
+        copy.deepcopy(model),
+        QuantizeConfig(method="dynamic", backend="onnxruntime"),
+        PassContext(eval=data),
+    )
+    acc_full = float((full.module.run(data.inputs[0]).argmax(1) == data.labels).float().mean())
+    assert acc_full < 0.9  # the plain quantization really is over budget
+
+    cfg = QuantizeConfig(method="dynamic", backend="onnxruntime", max_drop=5.0)
+    result = apply_pass(model, cfg, PassContext(eval=data))
+    info = result.report["accuracy_aware"]
+    assert info["met"] is True
+    assert list(info["kept_float"]) == ["fc_b"]
+    assert "fc_b" not in result.report["quantized_layers"]
+    assert isinstance(result.module, OnnxModel)
+    acc = float((result.module.run(data.inputs[0]).argmax(1) == data.labels).float().mean())
+    assert (1.0 - acc) * 100 <= 5.0
+    graph = onnx.load(str(result.module.path)).graph
+    assert any(n.op_type in ("MatMulInteger", "DynamicQuantizeLinear") for n in graph.node)

@@ -49,15 +49,15 @@ def test_static_openvino_int8_keeps_polarity_and_fidelity(minilm):
         calib=polarity,
         eval=polarity,
     )
-    rep = q.report
+    rep = q.reports[0]
     assert rep["model_type"] == "transformer"
-    assert rep["metric"] == "polarity_accuracy"
-    before, after = rep["accuracy_before"], rep["accuracy_after"]
+    assert q.baseline.metric == "polarity_accuracy"
+    before, after = q.baseline_accuracy, q.accuracy
     assert 0.6 < before < 0.85  # the FP32 encoder really solves the task (~0.73)
     assert after >= before - 0.03, (before, after)
-    assert rep["fidelity"]["cosine"] >= 0.98
+    assert q.evaluation.fidelity.cosine >= 0.98
     assert rep["calibration_samples"] == 64
     # INT8 weights: the transformer layers shrink (the token embedding table stays float)
-    assert rep["size_mb_after"] < 0.5 * rep["size_mb_before"]
+    assert q.size_mb < 0.5 * q.baseline_size_mb
     emb = q(*(x[:4] for x in polarity.inputs))
     assert emb.shape == (4, 384) and torch.isfinite(emb).all()

@@ -45,6 +45,49 @@ def _default_split(src: str | None) -> str | None:
     return None
 
 
+def _with_default_data(p: Any) -> Any:
+    """``p``'s recipe with the model's bundled calib/eval data where a new step needs them.
+
+    A reference model names its bundled data in ``metadata["default_calib"]`` and
+    ``["default_eval"]``; a step that needs calibration data (static quantization) or evaluation
+    data (``max_drop``) and was given none uses them, said in one line on stderr. Without such
+    data, an accuracy budget is refused.
+    """
+    from torchslim.passes.base import PASSES
+
+    data, meta = p.recipe.data, p.original.metadata
+    done = len(p.start.recipe.steps) if p.start is not None else 0
+    need: dict[str, bool] = {"calib": False, "eval": False}
+    for step in p.recipe.steps[done:]:
+        try:
+            needs = set(PASSES.by_key(type(step).__name__).needs)
+            if type(step).__name__ == "QuantizeConfig":
+                from torchslim.passes.quantize import quant_entry
+
+                needs |= set(quant_entry(step).needs)
+        except TorchslimError:
+            needs = set()  # an unknown step or method is reported when the recipe runs
+        need["calib"] |= "calibration_data" in needs
+        need["eval"] |= "evaluation_data" in needs or getattr(step, "max_drop", None) is not None
+    used = {
+        k: meta[f"default_{k}"]
+        for k, needed in need.items()
+        if needed and getattr(data, k) is None and meta.get(f"default_{k}")
+    }
+    if used:
+        typer.echo(
+            f"Using {p.original.source}'s bundled data: "
+            + ", ".join(f"--{k} {v}" for k, v in used.items()),
+            err=True,
+        )
+    if need["eval"] and data.eval is None and "eval" not in used:
+        raise TorchslimError(
+            "An accuracy budget (--max-drop) needs evaluation data.",
+            "Give --eval DATA (e.g. torchslim:fashion_mnist), or drop --max-drop.",
+        )
+    return p.recipe.with_data(**used)
+
+
 def run_command(
     model: str,
     steps: tuple[Any, ...] = (),
@@ -108,10 +151,7 @@ def run_command(
     from torchslim.pipeline import RunData, plan, run_recipe
     from torchslim.recipe import DataRefs
 
-    if threads is not None and threads < 1:
-        raise TorchslimError(
-            f"--threads must be at least 1, got {threads}.", "Give e.g. --threads 2."
-        )
+    # --threads/--batch-size/--max-drop were checked by cli._common.check_options already.
     if out is not None:
         check_out_dir(out, force=force, inputs=(model, calib, eval_src, train, teacher))
     err = stderr_console()
@@ -131,7 +171,25 @@ def run_command(
             full = replace(full, seed=seed)
         from torchslim.pipeline import Plan
 
-        p = Plan(full, loaded, None)
+        art = loaded.metadata.get("artifact")
+        if art is None:
+            p = Plan(full, loaded, None)
+        else:  # continue the artifact: its steps must be the recipe's first steps
+            done = tuple(art.recipe.steps)
+            if tuple(full.steps[: len(done)]) != done:
+                raise TorchslimError(
+                    f"The recipe does not continue artifact '{model}' (its steps differ).",
+                    "Give the original model (the artifact's source) instead.",
+                )
+            p = plan(
+                loaded,
+                tuple(full.steps[len(done) :]),
+                full.runtime,
+                batch_sizes=full.batch_sizes,
+                data=full.data,
+                seed=full.seed,
+                trust_code=trust_code,
+            )
     else:
         p = plan(
             loaded,
@@ -142,6 +200,7 @@ def run_command(
             seed=seed,
             trust_code=trust_code,
         )
+    p.recipe = _with_default_data(p)
     p.recipe.validate()
     if dry_run:
         if as_json:

@@ -35,7 +35,7 @@ ARCH_OPTION = typer.Option(None, "--arch", help="Architecture for weights-only c
 SHAPE_OPTION = typer.Option(None, "--input-shape", help="Input shape, e.g. 1x3x224x224.")
 EPOCHS_OPTION = typer.Option(1.0, "--epochs", min=0.01, help="Recovery/training epochs.")
 LR_OPTION = typer.Option(1e-3, "--lr", min=0.0, help="Peak learning rate (AdamW, cosine).")
-BATCH_OPTION = typer.Option(128, "--batch-size", min=1, help="Training batch size.")
+BATCH_OPTION = typer.Option(128, "--batch-size", help="Training batch size (at least 1).")
 BUDGET_OPTION = typer.Option(
     None, "--time-budget", min=1.0, help="Stop training after this many seconds."
 )

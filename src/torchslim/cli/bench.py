@@ -13,6 +13,7 @@ import typer
 from torchslim.cli._common import (
     DEBUG_OPTION,
     JSON_OPTION,
+    Command,
     emit_json,
     handle_errors,
     parse_int_list,
@@ -80,7 +81,6 @@ def bench(
         None,
         "--threads",
         "-t",
-        min=1,
         help="Intra-op threads (torch.set_num_threads; ONNX Runtime intra_op threads). "
         "Default: torch's current setting.",
     ),
@@ -493,4 +493,4 @@ def _print_report(
 
 def register(app: typer.Typer) -> None:
     """Add the ``bench`` command to ``app``."""
-    app.command("bench", help=_HELP, no_args_is_help=True)(handle_errors(bench))
+    app.command("bench", help=_HELP, no_args_is_help=True, cls=Command)(handle_errors(bench))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from torchslim.cli import _run, _slim
-from torchslim.cli._common import DEBUG_OPTION, JSON_OPTION, handle_errors
+from torchslim.cli._common import DEBUG_OPTION, JSON_OPTION, Command, handle_errors
 
 __all__ = ["compress", "register"]
 
@@ -108,4 +108,4 @@ def compress(
 
 def register(app: typer.Typer) -> None:
     """Add the ``compress`` command to ``app``."""
-    app.command("compress", help=_HELP, no_args_is_help=True)(handle_errors(compress))
+    app.command("compress", help=_HELP, no_args_is_help=True, cls=Command)(handle_errors(compress))

@@ -9,11 +9,13 @@ import typer
 from torchslim.cli._common import (
     DEBUG_OPTION,
     JSON_OPTION,
+    Command,
     emit_json,
     handle_errors,
     stderr_console,
     stdout_console,
 )
+from torchslim.errors import TorchslimError
 
 HELP = (
     "Run the whole loop on a bundled default: checklist, baseline, candidate optimisations "
@@ -37,70 +39,81 @@ def demo(
     max_drop: float = typer.Option(1.0, help="Accuracy budget: largest allowed drop in points."),
     threads: int = typer.Option(2, help="Intra-op threads for every variant."),
     min_time: float = typer.Option(1.0, help="Seconds of measuring per model and batch size."),
-    out: str = typer.Option("demo-out", help="Output directory (replaced atomically)."),
+    out: str = typer.Option(
+        "demo-out",
+        help="Output directory: the recommended artifact + demo.json. An earlier demo output is "
+        "replaced atomically; any other non-empty directory needs --force.",
+    ),
+    force: bool = typer.Option(False, "--force", help="Replace a non-empty --out directory."),
     json_out: bool = JSON_OPTION,
     debug: bool = DEBUG_OPTION,
 ) -> None:
     """Measure, optimise and check the bundled reference model; recommend the best variant."""
     from torchslim.demo import DemoConfig, run_demo
 
-    cfg = DemoConfig(model, data, calib, max_drop, threads, (1, 32), min_time, out)
+    if not out.strip():  # Path("") is the current directory: never write the demo there
+        raise TorchslimError(
+            "The output directory is empty.", "Give --out DIR, e.g. --out demo-out."
+        )
+    cfg = DemoConfig(model, data, calib, max_drop, threads, (1, 32), min_time, out, force)
     err = stderr_console()
     with err.status("starting") as status:
         result = run_demo(cfg, progress=lambda msg: status.update(msg))
     if json_out:
         emit_json(result.to_dict())
         return
-    _print(result)
+    _print(result.to_dict())
 
 
 def _fmt(v: Any, pattern: str) -> str:
     return "—" if v is None else format(v, pattern)
 
 
-def _print(result: Any) -> None:
+def _print(d: dict[str, Any]) -> None:
     from rich.table import Table
 
+    cfg = d["config"]
     con = stdout_console()
-    con.print(f"[bold]torchslim demo[/] — {result.config.model} on {result.config.data}")
-    con.print(f"Machine: {result.machine}; {result.config.threads} threads")
-    con.print(f"Checklist score: {result.checklist_score}")
-    for f in result.findings:
+    con.print(f"[bold]torchslim demo[/] — {cfg['model']} on {cfg['data']}")
+    con.print(f"Machine: {d['machine']}; {cfg['threads']} threads")
+    con.print(f"Checklist score: {d['checklist_score']}")
+    for f in d["findings"]:
         con.print(f"  • {f}")
-    table = Table(title=f"Variants (budget: ≤ {result.config.max_drop:g} point accuracy drop)")
-    columns = ("variant", "top-1 %", "drop", "cosine", "MB", "ms b=1", "× b=1 [95% CI]")
-    for col in (*columns, "ms b=32", "× b=32"):
-        table.add_column(col, justify="left" if col == "variant" else "right")
-    for v in result.variants:
-        ci = f" [{v.speedup_ci95[0]:.2f}–{v.speedup_ci95[1]:.2f}]" if v.speedup_ci95 else ""
-        mark = "★ " if v.name == result.recommended else ""
-        label = mark + v.name
-        if v.status != "ok":
-            label += f"\n[red]{v.status}{': ' + v.error[:70] if v.error else ''}[/]"
+    rows = d["candidates"]
+    base_acc = next((r["baseline_accuracy"] for r in rows if r["baseline_accuracy"]), None)
+    table = Table(
+        title=f"Candidates vs the baseline (top-1 {_fmt(base_acc, '.2%')}; budget ≤ "
+        f"{cfg['max_drop']:g} point drop, speed-up CI above 1)"
+    )
+    for col in ("candidate", "top-1", "drop (pts)", "cosine", "MB", "× b=1 [95% CI]", "× b=32"):
+        table.add_column(col, justify="left" if col == "candidate" else "right")
+    for r in rows:
+        sp = r.get("speedup") or {}
+        one, big = sp.get("1"), sp.get("32")
+        label = ("★ " if r["recommended"] else "") + r["name"]
+        if r["rejected_because"]:
+            label += f"\n[yellow]{'; '.join(r['rejected_because'])[:110]}[/]"
         table.add_row(
             label,
-            _fmt(None if v.accuracy is None else 100 * v.accuracy, ".2f"),
-            _fmt(v.drop_points, ".2f"),
-            _fmt(v.cosine, ".4f"),
-            _fmt(v.size_mb, ".2f"),
-            _fmt(v.p50_ms.get(1), ".3f"),
-            (_fmt(v.speedup.get(1), ".2f") + ci) if v.speedup else "—",
-            _fmt(v.p50_ms.get(32), ".3f"),
-            _fmt(v.speedup.get(32), ".2f"),
+            _fmt(r["accuracy"], ".2%"),
+            _fmt(r["drop_points"], "+.2f"),
+            _fmt((r.get("fidelity") or {}).get("cosine"), ".5f"),
+            _fmt(r["size_mb"], ".3f"),
+            "—"
+            if one is None
+            else f"{one['ratio']:.2f} [{one['ci95'][0]:.2f}–{one['ci95'][1]:.2f}]",
+            "—" if big is None else f"{big['ratio']:.2f}",
         )
     con.print(table)
-    if result.recommended:
+    if d["recommended"]:
         con.print(
-            f"Recommended: [bold]{result.recommended}[/] — saved to {result.out}/model "
-            f"with {result.out}/report.json"
+            f"Recommended: [bold]{d['recommended']}[/], written to {d['artifact']}/ "
+            f"(torchslim bench {d['artifact']}; torchslim.load_artifact({d['artifact']!r}))"
         )
     else:
-        con.print(
-            "No variant was both within the accuracy budget and measurably faster than the "
-            f"baseline here; the report is in {result.out}/report.json."
-        )
+        con.print("Nothing met the budget and was measurably faster; nothing is recommended.")
 
 
 def register(app: typer.Typer) -> None:
     """Add the ``demo`` command to ``app``."""
-    app.command("demo", help=HELP)(demo)
+    app.command("demo", help=HELP, cls=Command)(demo)

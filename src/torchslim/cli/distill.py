@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from torchslim.cli import _run, _slim
-from torchslim.cli._common import DEBUG_OPTION, JSON_OPTION, handle_errors
+from torchslim.cli._common import DEBUG_OPTION, JSON_OPTION, Command, handle_errors
 
 __all__ = ["distill", "register"]
 
@@ -107,4 +107,4 @@ def distill(
 
 def register(app: typer.Typer) -> None:
     """Add the ``distill`` command to ``app``."""
-    app.command("distill", help=_HELP, no_args_is_help=True)(handle_errors(distill))
+    app.command("distill", help=_HELP, no_args_is_help=True, cls=Command)(handle_errors(distill))

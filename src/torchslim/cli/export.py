@@ -7,7 +7,7 @@ from typing import Any
 import typer
 
 from torchslim.cli import _run
-from torchslim.cli._common import DEBUG_OPTION, JSON_OPTION, handle_errors
+from torchslim.cli._common import DEBUG_OPTION, JSON_OPTION, Command, handle_errors
 
 __all__ = ["export_command", "export_model", "register"]
 
@@ -38,9 +38,9 @@ RUNTIME_NAMES = (
 
 def register(app: typer.Typer) -> None:
     """Add the ``export`` command to ``app``."""
-    app.command("export", help=HELP, short_help="Export for a runtime, parity-checked.")(
-        export_command
-    )
+    app.command(
+        "export", help=HELP, short_help="Export for a runtime, parity-checked.", cls=Command
+    )(export_command)
 
 
 def runtime_config(

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from torchslim.cli._common import DEBUG_OPTION, JSON_OPTION, emit_json, handle_errors
+from torchslim.cli._common import DEBUG_OPTION, JSON_OPTION, Command, emit_json, handle_errors
 
 if TYPE_CHECKING:
     from torchslim.doctor import Finding, Report
@@ -34,9 +34,12 @@ _ICONS = {"info": ("✓", "green"), "warn": ("!", "yellow"), "fail": ("✗", "re
 
 def register(app: typer.Typer) -> None:
     """Add the ``inspect`` command to ``app``."""
-    app.command("inspect", help=HELP, short_help="Checklist: what to optimise, what will break.")(
-        inspect_command
-    )
+    app.command(
+        "inspect",
+        help=HELP,
+        short_help="Checklist: what to optimise, what will break.",
+        cls=Command,
+    )(inspect_command)
 
 
 @handle_errors

@@ -51,12 +51,24 @@ def _register() -> None:
         distill,
         export,
         inspect,
+        optimize,
         prune,
         quantize,
         run,
     )
 
-    for module in (demo, inspect, bench, quantize, prune, distill, compress, export, run):
+    for module in (
+        demo,
+        inspect,
+        bench,
+        optimize,
+        quantize,
+        prune,
+        distill,
+        compress,
+        export,
+        run,
+    ):
         module.register(app)
 
 

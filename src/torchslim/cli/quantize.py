@@ -8,6 +8,7 @@ from torchslim.cli import _run
 from torchslim.cli._common import (
     DEBUG_OPTION,
     JSON_OPTION,
+    Command,
     handle_errors,
 )
 
@@ -21,7 +22,9 @@ _HELP = (
     "bf16 (slower than FP32 on CPUs without native support; the report says so), qat (fine-tunes "
     "on --train, or --calib). Backends: torch, onnxruntime, openvino (extra 'openvino').\n\n"
     "--max-drop N keeps the most sensitive layers in float until accuracy drops by at most N "
-    "points (needs --eval); if nothing meets it, it fails and shows the best result.\n\n"
+    "points (needs --eval; bundled torchslim: models default to their own data, as static "
+    "quantization defaults to their calibration data); if nothing meets it, it fails and shows "
+    "the best result.\n\n"
     "Examples:\n\n"
     "  torchslim quantize torchslim:fashion_cnn --method static --backend openvino "
     "--calib 'torchslim:fashion_mnist?split=train' --eval torchslim:fashion_mnist --max-drop 1.0 "
@@ -91,7 +94,7 @@ def quantize(
     ),
     input_shape: str | None = typer.Option(None, "--input-shape", help="e.g. 1x3x224x224."),
     no_latency: bool = typer.Option(False, "--no-latency", help="Skip the latency measurement."),
-    threads: int | None = typer.Option(None, "--threads", min=1, help="Torch threads."),
+    threads: int | None = typer.Option(None, "--threads", help="Torch threads (at least 1)."),
     seed: int = typer.Option(0, "--seed", help="Seed for calibration subsets and QAT."),
     force: bool = _run.FORCE_OPTION,
     dry_run: bool = _run.DRY_RUN_OPTION,
@@ -127,13 +130,7 @@ def quantize(
         compile=not no_compile,
         seed=seed,
     )
-    if config.max_drop is not None and eval_data is None:
-        from torchslim.errors import TorchslimError
-
-        raise TorchslimError(
-            "An accuracy budget (--max-drop) needs evaluation data.",
-            "Give --eval DATA (e.g. torchslim:fashion_mnist), or drop --max-drop.",
-        )
+    # --max-drop without --eval: run_command uses a bundled model's own data, else refuses.
     _run.run_command(
         model,
         (config,),
@@ -157,4 +154,4 @@ def quantize(
 
 def register(app: typer.Typer) -> None:
     """Add the ``quantize`` command to ``app``."""
-    app.command("quantize", help=_HELP, no_args_is_help=True)(handle_errors(quantize))
+    app.command("quantize", help=_HELP, no_args_is_help=True, cls=Command)(handle_errors(quantize))

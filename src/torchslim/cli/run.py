@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 from torchslim.cli import _run
-from torchslim.cli._common import DEBUG_OPTION, JSON_OPTION, handle_errors
+from torchslim.cli._common import DEBUG_OPTION, JSON_OPTION, Command, handle_errors
 
 __all__ = ["register", "run"]
 
@@ -40,9 +42,7 @@ def run(
     debug: bool = DEBUG_OPTION,
 ) -> None:
     """Replay RECIPE on MODEL."""
-    from torchslim.recipe import Recipe
-
-    r = Recipe.load(recipe)
+    r = _load_recipe(recipe, trust_code=trust_code)
     refs = r.data
     _run.run_command(
         model,
@@ -65,8 +65,30 @@ def run(
     )
 
 
+def _load_recipe(recipe: str, *, trust_code: bool) -> Any:
+    """The recipe of a recipe.yaml, or of an artifact directory after checking its hashes (as
+    every command does before it reads an artifact)."""
+    from torchslim.artifact import ArtifactError, is_artifact, load_artifact
+    from torchslim.recipe import Recipe
+
+    if not is_artifact(recipe):
+        return Recipe.load(recipe)
+    try:
+        return load_artifact(recipe, trust_code=trust_code).recipe
+    except ArtifactError as exc:
+        raise ArtifactError(
+            exc.message,
+            f"Regenerate the artifact, or give {recipe.rstrip('/')}/recipe.yaml to replay only its "
+            "recipe.",
+        ) from None
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``run`` command to ``app``."""
-    app.command("run", help=_HELP, short_help="Replay a recipe on a model.", no_args_is_help=True)(
-        handle_errors(run)
-    )
+    app.command(
+        "run",
+        help=_HELP,
+        short_help="Replay a recipe on a model.",
+        no_args_is_help=True,
+        cls=Command,
+    )(handle_errors(run))

@@ -77,17 +77,18 @@ class PassResult:
     """What a pass produced.
 
     Attributes:
-        module: The transformed module (a new object; the input is untouched).
+        module: The transformed model, as a representation (never a runtime): a PyTorch module
+            (a new object; the input is untouched), or a lowered model from
+            :mod:`torchslim.lowering` (:class:`~torchslim.lowering.OnnxModel`,
+            :class:`~torchslim.lowering.OpenVINOModel`) for passes that lower to one runtime
+            (e.g. ONNX Runtime INT8). Runtimes build from it (``torchslim.runtimes.build``).
         report: Facts about the transformation (layers changed, kept in float, sparsity, ...).
         seconds: Wall-clock time the pass took.
-        deployed: For passes that lower to a specific runtime (e.g. ONNX Runtime INT8), the
-            runtime object that runs the result; ``None`` for pure PyTorch passes.
     """
 
     module: Any
     report: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
-    deployed: Any = None
 
 
 def register_pass(

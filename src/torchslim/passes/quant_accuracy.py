@@ -8,6 +8,11 @@
 4. If no configuration meets it, raise :class:`~torchslim.errors.AccuracyBudgetError` carrying
    the best result reached (never a model outside the budget as if it passed).
 
+Each attempt is evaluated on what the pass returns: a torch module directly, a lowered
+representation (:class:`~torchslim.lowering.OnnxModel`, :class:`~torchslim.lowering.OpenVINOModel`)
+through its reference runner, which computes what the runtime built from it with its default
+config computes (no runtime is imported here).
+
 The budget is in points of the task metric (``1.0`` = one percentage point of top-1), or in
 percent of the baseline with ``relative=True``. On data without labels it applies to top-1
 agreement with the FP32 model (fidelity-only).
@@ -21,6 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from torchslim.errors import AccuracyBudgetError
+from torchslim.lowering import reference_runner
 
 if TYPE_CHECKING:
     from torch import nn
@@ -122,7 +128,7 @@ def quantize_within_budget(
     def attempt(extra: tuple[str, ...]) -> tuple[PassResult, EvalResult, float]:
         cfg = config.with_ignored(extra)
         res = quantize_once(copy.deepcopy(original), cfg, ctx)
-        ev = evaluator.evaluate(res.deployed if res.deployed is not None else res.module)
+        ev = evaluator.evaluate(reference_runner(res.module))
         drop = budget.drop(ev)
         attempts.append({"float_layers": list(extra), **_row(ev, drop)})
         return res, ev, drop

@@ -1,10 +1,12 @@
 """OpenVINO quantization through NNCF: static INT8 (``nncf.quantize``), weight-only INT8/INT4
 (``nncf.compress_weights``) and BF16 inference precision.
 
-The module is converted with the OpenVINO runtime's converter and the result is compiled as an
-:class:`~torchslim.runtimes.ov.OpenVINODeployed` (the runtime's own wrapper, so saving writes
-``model.xml``/``model.bin`` and :func:`torchslim.runtimes.load_deployed` loads it). Layers are
-named by their PyTorch module names: OpenVINO's PyTorch frontend names each op
+The module is converted with the one OpenVINO converter
+(:func:`torchslim.lowering.convert_to_openvino`) and the pass returns the quantized model as an
+:class:`~torchslim.lowering.OpenVINOModel` (``result.module``) with the inference precision it is
+meant for, never a compiled model: the ``openvino`` runtime builds from it with the recipe's
+settings (its default config at that precision when the recipe names none), and the
+accuracy-aware search evaluates it with ``OpenVINOModel.run``. Layers are named by their PyTorch module names: OpenVINO's PyTorch frontend names each op
 ``__module.<name>/aten::...``, which gives the map to NNCF ignored scopes.
 """
 
@@ -18,6 +20,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from torchslim.errors import TorchslimError
+from torchslim.lowering import OpenVINOModel, convert_to_openvino, input_names_for
 from torchslim.passes.base import PassContext, PassResult
 from torchslim.passes.quantize import (
     Calibration,
@@ -51,12 +54,8 @@ def layer_ops(model: Any) -> dict[str, list[str]]:
 
 
 def _convert(module: nn.Module, ctx: PassContext, data: Any) -> tuple[Any, list[str], float]:
-    from torchslim.runtimes._common import input_names_for
-    from torchslim.runtimes.configs import OpenVINOConfig
-    from torchslim.runtimes.ov import convert
-
     inputs = example_inputs(ctx, data)
-    model, seconds = convert(fold_batchnorm(module, inputs), inputs, OpenVINOConfig())
+    model, seconds = convert_to_openvino(fold_batchnorm(module, inputs), inputs)
     return model, input_names_for(inputs, module=module), seconds
 
 
@@ -71,13 +70,6 @@ def _layers(
             float_layers[n] = "no Convolution/MatMul op found for it in the OpenVINO graph"
     names = [op for layer, names in ops.items() if layer in ignored for op in names]
     return quantized, float_layers, names
-
-
-def _build(model: Any, names: list[str], precision: str = "f32") -> Any:
-    from torchslim.runtimes.configs import OpenVINOConfig, Precision
-    from torchslim.runtimes.ov import build_from_model
-
-    return build_from_model(model, OpenVINOConfig(precision=Precision(precision)), names)
 
 
 @contextlib.contextmanager
@@ -167,12 +159,13 @@ def quantize_static(module: nn.Module, config: QuantizeConfig, ctx: PassContext)
         note = None
     # The ops NNCF leaves in float run at OpenVINO's own default precision (BF16 on CPUs with
     # AVX-512 BF16/AMX), as they would for a user compiling the NNCF model by hand; the result
-    # is validated against FP32 like every quantized model, and the precision is reported.
-    deployed = _build(qmodel, names, "default")
+    # is validated against FP32 like every quantized model, and the runtime built from it
+    # reports the precision it used (``info["precision"]``).
+    lowered = OpenVINOModel(qmodel, names, "default", {"convert_seconds": round(convert_s, 3)})
     report = {
         "quantized_layers": quantized,
         "float_layers": float_layers,
-        "inference_precision": deployed.info.get("precision"),
+        "inference_precision": "default (OpenVINO's choice for the float remainder)",
         "weights": "int8 per-channel",
         "activations": f"int8/uint8 static ({config.calibration.value}, preset {preset.value})",
         "model_type": "transformer" if transformer else "default",
@@ -183,7 +176,7 @@ def quantize_static(module: nn.Module, config: QuantizeConfig, ctx: PassContext)
     }
     if note:
         report["note"] = note
-    return PassResult(module, report, deployed=deployed)
+    return PassResult(lowered, report)
 
 
 def quantize_weight_only(module: nn.Module, config: QuantizeConfig, ctx: PassContext) -> PassResult:
@@ -207,7 +200,7 @@ def quantize_weight_only(module: nn.Module, config: QuantizeConfig, ctx: PassCon
             else None,
             **kwargs,
         )
-    deployed = _build(qmodel, names)
+    lowered = OpenVINOModel(qmodel, names, "f32")
     report = {
         "quantized_layers": quantized,
         "float_layers": float_layers,
@@ -217,7 +210,7 @@ def quantize_weight_only(module: nn.Module, config: QuantizeConfig, ctx: PassCon
         "activations": "float32",
         "format": "openvino ir",
     }
-    return PassResult(module, report, deployed=deployed)
+    return PassResult(lowered, report)
 
 
 def quantize_half(module: nn.Module, config: QuantizeConfig, ctx: PassContext) -> PassResult:
@@ -225,7 +218,7 @@ def quantize_half(module: nn.Module, config: QuantizeConfig, ctx: PassContext) -
     from torchslim.passes.quant_torch import native_half
 
     model, names, _ = _convert(module, ctx, ctx.calib or ctx.eval)
-    deployed = _build(model, names, "bf16")
+    lowered = OpenVINOModel(model, names, "bf16")
     native = native_half(config.method)
     report = {
         "quantized_layers": quantizable_layers(module),
@@ -233,10 +226,10 @@ def quantize_half(module: nn.Module, config: QuantizeConfig, ctx: PassContext) -
         "weights": "bf16",
         "activations": "bf16",
         "native_support": native,
-        "precision_used": deployed.info.get("precision"),
+        "inference_precision": "bf16",
         "note": "native BF16 kernels"
         if native
         else "no native BF16 on this CPU: expect it to be slower than FP32; not recommended here",
         "format": "openvino ir",
     }
-    return PassResult(module, report, deployed=deployed)
+    return PassResult(lowered, report)

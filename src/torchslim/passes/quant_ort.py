@@ -1,9 +1,11 @@
 """ONNX Runtime quantization: ``quantize_dynamic`` and QDQ ``quantize_static``.
 
-The module is exported once (dynamic batch) with the runtimes' exporter, pre-processed with
-``quant_pre_process`` (shape inference + graph optimisation), quantized, and opened as an
-:class:`~torchslim.runtimes.ort.OrtDeployed` session (the ONNX Runtime runtime's own wrapper, so
-saving and loading are the runtime's). Layers are named by their PyTorch module names: each ONNX
+The module is exported once (dynamic batch) with the one ONNX exporter
+(:func:`torchslim.lowering.export_for_runtime`), pre-processed with ``quant_pre_process`` (shape
+inference + graph optimisation) and quantized. The pass returns the quantized graph as an
+:class:`~torchslim.lowering.OnnxModel` (``result.module``), never a session: the
+``onnxruntime`` runtime builds from it with the recipe's settings (``OrtConfig()`` when the recipe
+names none), and the accuracy-aware search evaluates it with ``OnnxModel.run``. Layers are named by their PyTorch module names: each ONNX
 node carries the module it came from in its ``pkg.torch.onnx.name_scopes`` metadata.
 
 Transformers: static QDQ with min-max ranges on every op wrecks MiniLM (cosine 0.62), so for
@@ -27,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from torchslim.errors import TorchslimError
+from torchslim.lowering.onnx import OnnxModel, export_for_runtime, graph_input_names
 from torchslim.passes.base import PassContext, PassResult
 from torchslim.passes.quantize import (
     Calibration,
@@ -49,8 +52,6 @@ _OPS = ("Conv", "MatMul", "Gemm")
 
 
 def _export(module: nn.Module, ctx: PassContext, data: DataSet | None, workdir: Path) -> Path:
-    from torchslim.runtimes.ort import export_for_runtime
-
     inputs = example_inputs(ctx, data)
     raw = export_for_runtime(fold_batchnorm(module, inputs), inputs, workdir / "float.onnx")
     pre = workdir / "pre.onnx"
@@ -119,11 +120,9 @@ def _split_layers(
     return quantized, float_layers, exclude
 
 
-def _session(path: Path, workdir: Any) -> Any:
-    from torchslim.runtimes.configs import OrtConfig
-    from torchslim.runtimes.ort import build_from_onnx
-
-    return build_from_onnx(path, OrtConfig(), workdir=workdir)
+def _lowered(path: Path, workdir: Any, report: dict[str, Any]) -> OnnxModel:
+    """The quantized graph as the pass's result (``workdir`` owns it)."""
+    return OnnxModel(path, graph_input_names(path), workdir, {"format": report["format"]})
 
 
 def quantize_dynamic(module: nn.Module, config: QuantizeConfig, ctx: PassContext) -> PassResult:
@@ -147,7 +146,6 @@ def quantize_dynamic(module: nn.Module, config: QuantizeConfig, ctx: PassContext
         op_types_to_quantize=list(ops),
         extra_options={"MatMulConstBOnly": True},
     )
-    deployed = _session(out, workdir)
     report = {
         "quantized_layers": quantized,
         "float_layers": float_layers,
@@ -156,7 +154,7 @@ def quantize_dynamic(module: nn.Module, config: QuantizeConfig, ctx: PassContext
         "op_types": list(ops),
         "format": "onnx",
     }
-    return PassResult(module, report, deployed=deployed)
+    return PassResult(_lowered(out, workdir, report), report)
 
 
 def _transformer(module: nn.Module, config: QuantizeConfig) -> bool:
@@ -242,7 +240,6 @@ def quantize_static(module: nn.Module, config: QuantizeConfig, ctx: PassContext)
         },
     )
     seconds = time.perf_counter() - start
-    deployed = _session(out, workdir)
     report = {
         "quantized_layers": quantized,
         "float_layers": float_layers,
@@ -259,4 +256,4 @@ def quantize_static(module: nn.Module, config: QuantizeConfig, ctx: PassContext)
             "static INT8 activations in ONNX Runtime lose fidelity on transformers (MiniLM: "
             "cosine ~0.93 vs FP32); dynamic/onnxruntime or static/openvino keep >= 0.99"
         )
-    return PassResult(module, report, deployed=deployed)
+    return PassResult(_lowered(out, workdir, report), report)

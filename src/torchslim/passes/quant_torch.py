@@ -1,5 +1,10 @@
-"""PyTorch quantization backends: torch.ao dynamic INT8, PT2E static/QAT (X86InductorQuantizer,
-compiled with Inductor), torchao weight-only INT8/INT4, and FP16/BF16.
+"""PyTorch quantization backends: torch.ao dynamic INT8, PT2E static/QAT (X86InductorQuantizer),
+torchao weight-only INT8/INT4, and FP16/BF16.
+
+Every handler returns a PyTorch module. PT2E static/QAT return the converted INT8 graph
+(uncompiled: reference kernels when run eagerly); the ``inductor`` runtime compiles it to oneDNN
+INT8 kernels like any module (the pipeline picks that runtime when the recipe names none and
+``QuantizeConfig.compile`` is true).
 
 PT2E and shared modules: torchvision ResNets call one ``nn.ReLU`` instance twice per block, which
 makes ``X86InductorQuantizer`` fail ("Input partition has more than one output node").
@@ -35,8 +40,6 @@ from torchslim.passes.quantize import (
 
 __all__ = [
     "CastIO",
-    "Int8Inductor",
-    "compile_int8",
     "drop_unused_tensors",
     "load_torchscript",
     "quantize_dynamic",
@@ -362,7 +365,7 @@ def _run_batches(fn: Any, data: Any, batch_size: int = 32) -> None:
 
 
 def quantize_static(module: nn.Module, config: QuantizeConfig, ctx: PassContext) -> PassResult:
-    """PT2E post-training INT8 with ``X86InductorQuantizer`` (compiled later with Inductor)."""
+    """PT2E post-training INT8 with ``X86InductorQuantizer`` (the inductor runtime compiles it)."""
     with _quiet():
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
@@ -465,55 +468,6 @@ def quantize_qat(module: nn.Module, config: QuantizeConfig, ctx: PassContext) ->
     report["qat_seconds"] = round(time.perf_counter() - start, 3)
     report["example_inputs"] = [list(x.shape) for x in inputs]
     return PassResult(converted, report)
-
-
-class Int8Inductor:
-    """A PT2E INT8 graph compiled by Inductor with freezing (the INT8 oneDNN kernels need it).
-
-    Inductor's quantization lowering reads the global ``freezing`` flag at compile time, and a
-    new input shape recompiles, so every call runs inside a scoped (always restored) patch.
-
-    Attributes:
-        runtime: ``"inductor"``.
-        build_seconds: Compile time (the first call).
-        module: The uncompiled INT8 graph (what is saved).
-    """
-
-    runtime = "inductor"
-
-    def __init__(self, module: nn.Module, inputs: tuple[Any, ...]) -> None:
-        from torchslim.runtimes.inductor import inductor_patch
-
-        self.module = module
-        self._patch = inductor_patch
-        self.fn = torch.compile(module, dynamic=False)
-        start = time.perf_counter()
-        self(*inputs)
-        self.build_seconds = time.perf_counter() - start
-
-    def __call__(self, *inputs: Any) -> Any:
-        with self._patch(freezing=True), torch.no_grad(), _quiet():
-            return self.fn(*inputs)
-
-    def save(self, directory: Any) -> Any:
-        """Write the INT8 graph as a ``torch.export`` program (``model.pt2``)."""
-        from pathlib import Path
-
-        path = Path(directory)
-        path.mkdir(parents=True, exist_ok=True)
-        raise NotImplementedError("save through torchslim.quantize.QuantizedModel.save")
-
-
-def compile_int8(module: nn.Module, inputs: tuple[Any, ...]) -> Int8Inductor:
-    """Compile a PT2E-converted graph with Inductor (freezing on)."""
-    try:
-        return Int8Inductor(module, inputs)
-    except Exception as exc:
-        from torchslim.runtimes._common import export_error
-
-        raise export_error(
-            "Inductor compile of the INT8 graph", exc, "--no-compile, onnxruntime or openvino"
-        ) from exc
 
 
 # ------------------------------------------------------------------------------------------------

@@ -11,8 +11,11 @@ fp16 / bf16    half-precision weights and compute
 qat            fake-quantize, fine-tune a few steps on training data, convert to INT8
 =============  ===============================================================================
 
-Backends (``QuantizeConfig.backend``): ``torch`` (torch.ao / PT2E + X86InductorQuantizer +
-Inductor / torchao), ``onnxruntime`` (``onnxruntime.quantization``, QDQ) and ``openvino`` (NNCF).
+Backends (``QuantizeConfig.backend``): ``torch`` (torch.ao / PT2E + X86InductorQuantizer /
+torchao), ``onnxruntime`` (``onnxruntime.quantization``, QDQ) and ``openvino`` (NNCF).
+What the pass returns is a model representation, never a runtime: a PyTorch module (torch), an
+:class:`~torchslim.lowering.OnnxModel` (onnxruntime) or an
+:class:`~torchslim.lowering.OpenVINOModel` (openvino); the recipe's runtime builds from it.
 Which method runs on which backend is a small registry (:data:`QUANT_METHODS`, the same registry
 mechanism as passes and runtimes), so tests and listings are generated from it.
 
@@ -144,8 +147,10 @@ class QuantizeConfig:
         ignored_layers: Module names (``model.named_modules()``) kept in float.
         transformer: Use transformer-aware settings (quantize MatMul/Linear only, keep
             Softmax/LayerNorm/GELU in float). ``None`` detects attention layers.
-        compile: torch backend, static/QAT: compile the INT8 graph with Inductor (the fast
-            path); when false, the converted graph runs eagerly (reference kernels, slow).
+        compile: torch backend, static/QAT, when the recipe names no runtime: run the INT8
+            graph on the Inductor runtime (``InductorConfig()``, oneDNN INT8 kernels: the fast
+            path); when false it runs eagerly (reference kernels, slow). Read by the pipeline
+            when it picks the runtime; the pass itself never compiles (it returns the graph).
         seed: Seed for calibration subsets and QAT.
     """
 
@@ -259,7 +264,7 @@ _reg(
     f"{_T}:quantize_static",
     needs=_CALIB,
     tags=("int8", "inductor"),
-    description="PT2E + X86InductorQuantizer, compiled with Inductor",
+    description="PT2E + X86InductorQuantizer (runs on the inductor runtime)",
 )
 _reg(
     _M.WEIGHT_ONLY,
@@ -289,7 +294,7 @@ _reg(
     f"{_T}:quantize_qat",
     needs=("training_data",),
     tags=("int8", "inductor"),
-    description="PT2E QAT: fake-quant, fine-tune, convert, Inductor",
+    description="PT2E QAT: fake-quant, fine-tune, convert (runs on the inductor runtime)",
 )
 _reg(
     _M.DYNAMIC,

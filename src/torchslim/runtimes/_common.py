@@ -21,7 +21,7 @@ from torchslim._json import to_jsonable
 from torchslim.compare import flatten_outputs, pack_outputs
 from torchslim.config import config_from_dict, config_to_dict
 from torchslim.errors import SourceError, TorchslimError
-from torchslim.lowering import export_error, quiet, trace_guard
+from torchslim.lowering import export_error, input_names_for, quiet, trace_guard
 
 if TYPE_CHECKING:
     pass
@@ -103,31 +103,6 @@ def resolve_threads(threads: int | None) -> int:
     import torch
 
     return int(threads) if threads else int(torch.get_num_threads())
-
-
-def input_names_for(
-    example_inputs: Sequence[Any], names: Sequence[str] | None = None, module: Any = None
-) -> list[str]:
-    """Graph input names: ``names`` if given, else the parameter names of ``module.forward``
-    (for several inputs, e.g. ``input_ids``/``attention_mask``), else ``input`` / ``input0..``.
-    """
-    import inspect
-
-    n = len(example_inputs)
-    if names:
-        return list(names)
-    if module is not None and n > 1:
-        try:
-            params = [
-                p.name
-                for p in inspect.signature(module.forward).parameters.values()
-                if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-            ]
-        except (TypeError, ValueError):
-            params = []
-        if len(params) >= n:
-            return params[:n]
-    return ["input"] if n == 1 else [f"input{i}" for i in range(n)]
 
 
 class BaseDeployed:

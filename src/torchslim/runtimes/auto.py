@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from torchslim._safe_load import eval_mode
 from torchslim.config import config_to_dict
 from torchslim.errors import TorchslimError
 
@@ -310,7 +311,7 @@ def build_variants(
     example = (
         spec.example_inputs(batch_size=2) if spec is not None else tuple(inputs)  # type: ignore[arg-type]
     )
-    builder = _Builder(module.eval(), example)
+    builder = _Builder(eval_mode(module), example)  # also ExportedProgram.module()s
     built: list[tuple[Variant, Any, Any]] = []
     failures: list[dict[str, str]] = []
     for i, v in enumerate(variants):
@@ -375,7 +376,7 @@ def autotune(
         if progress is not None:
             progress(msg, frac)
 
-    module = module.eval()
+    module = eval_mode(module)  # also ExportedProgram.module()s, which refuse .eval()
     spec = inputs if isinstance(inputs, InputSpec) else None
     example = (
         spec.example_inputs(batch_size=2) if spec is not None else tuple(inputs)  # type: ignore[arg-type]

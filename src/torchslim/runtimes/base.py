@@ -1,4 +1,10 @@
-"""Runtime registry and the :class:`Deployed` protocol every backend implements."""
+"""Runtime registry and the :class:`Deployed` protocol every backend implements.
+
+A runtime builds from what a pass produced: a PyTorch module, or a lowered representation from
+:mod:`torchslim.lowering` (:class:`~torchslim.lowering.OnnxModel` for ``onnxruntime``,
+:class:`~torchslim.lowering.OpenVINOModel` for ``openvino``). A representation given to another
+runtime is a clear :class:`~torchslim.errors.TorchslimError`.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from torchslim._registry import Entry, Registry
-from torchslim.errors import BackendUnavailableError
+from torchslim.errors import BackendUnavailableError, TorchslimError
+from torchslim.lowering import is_lowered
 
 if TYPE_CHECKING:
     from torch import nn
@@ -18,9 +25,10 @@ __all__ = [
     "Deployed",
     "RuntimeEntry",
     "build",
+    "default_config",
     "list_runtimes",
     "load_deployed",
-    "rebuild",
+    "lowered_for",
     "register_runtime",
 ]
 
@@ -101,9 +109,10 @@ def register_runtime(
     description: str = "",
     probe: str | None = None,
 ) -> Entry:
-    """Register a runtime builder ``(module, config, example_inputs) -> Deployed``.
+    """Register a runtime builder ``(module_or_representation, config, example_inputs) -> Deployed``.
 
-    The builder's module must also define ``load(directory) -> Deployed``.
+    The builder's module must also define ``load(directory) -> Deployed``; a runtime that builds
+    from a lowered representation also defines ``default_config(representation) -> config``.
     """
     return RUNTIMES.register(
         RuntimeEntry(
@@ -125,48 +134,71 @@ def list_runtimes() -> list[Entry]:
     return RUNTIMES.list()
 
 
-def build(module: nn.Module, config: Any, example_inputs: tuple[Any, ...]) -> Deployed:
-    """Build ``module`` for the runtime that ``config`` selects.
+def lowered_for(model: Any, runtime: str) -> Any:
+    """``model`` when it is a representation lowered for ``runtime``; ``None`` for a module.
 
     Raises:
+        TorchslimError: ``model`` is a representation lowered for another runtime (names both).
+    """
+    if not is_lowered(model):
+        return None
+    have = str(model.runtime)
+    if have != runtime:
+        raise TorchslimError(
+            f"The '{runtime}' runtime cannot build a {type(model).__name__} (a model lowered "
+            f"for '{have}').",
+            f"Use the {have} runtime for it, or quantize with the {runtime} backend (or a torch "
+            "backend) instead.",
+        )
+    return model
+
+
+def build(model: nn.Module | Any, config: Any, example_inputs: tuple[Any, ...]) -> Deployed:
+    """Build ``model`` for the runtime that ``config`` selects.
+
+    Args:
+        model: A PyTorch module, or a lowered representation from a pass
+            (:class:`~torchslim.lowering.OnnxModel` for ``OrtConfig``,
+            :class:`~torchslim.lowering.OpenVINOModel` for ``OpenVINOConfig``).
+        config: A registered runtime config.
+        example_inputs: Inputs for tracing/compiling (batch first).
+
+    Raises:
+        TorchslimError: ``model`` is a representation lowered for another runtime.
         BackendUnavailableError: The backend is not installed (names the extra to install).
     """
     entry = RUNTIMES.by_key(type(config).__name__)
+    lowered_for(model, entry.name)
     reason = entry.reason() if isinstance(entry, RuntimeEntry) else None
     if reason is not None or not entry.available():
         raise BackendUnavailableError(
             entry.name, entry.extra, reason or f"needs {', '.join(entry.requires)}"
         )
     builder = entry.load()
-    deployed: Deployed = builder(module, config, example_inputs)
+    deployed: Deployed = builder(model, config, example_inputs)
     return deployed
 
 
-def rebuild(deployed: Any, config: Any) -> Deployed:
-    """Build an already lowered model (an ONNX Runtime or OpenVINO runtime, e.g. from a
-    quantization step) again with ``config``'s settings.
+def default_config(representation: Any) -> Any:
+    """The config of the runtime a lowered representation runs in when a recipe names none.
+
+    ``OrtConfig()`` for an :class:`~torchslim.lowering.OnnxModel`; ``OpenVINOConfig`` at the
+    model's own inference precision for an :class:`~torchslim.lowering.OpenVINOModel` (OpenVINO's
+    default for NNCF INT8 models, BF16 for a BF16 lowering).
 
     Raises:
-        TorchslimError: ``config`` selects a different runtime than ``deployed`` runs in, or that
-            runtime cannot rebuild.
+        TorchslimError: ``representation`` is not a lowered representation.
     """
     import importlib
 
-    from torchslim.errors import TorchslimError
-
-    entry = RUNTIMES.by_key(type(config).__name__)
-    have = str(getattr(deployed, "runtime", "?"))
-    if entry.name != have:
+    if not is_lowered(representation):
         raise TorchslimError(
-            f"A model lowered for '{have}' cannot be rebuilt for '{entry.name}'.",
-            f"Use the {have} runtime, or quantize with the {entry.name} backend.",
+            f"{type(representation).__name__} is not a lowered representation.",
+            "Give the recipe a runtime config for a PyTorch module.",
         )
+    entry = RUNTIMES.get(str(representation.runtime))
     module = importlib.import_module(entry.target.partition(":")[0])
-    fn = getattr(module, "rebuild", None)
-    if fn is None:
-        raise TorchslimError(f"The '{entry.name}' runtime cannot rebuild a lowered model.")
-    result: Deployed = fn(deployed, config)
-    return result
+    return module.default_config(representation)
 
 
 def load_deployed(directory: str | Path) -> Any:

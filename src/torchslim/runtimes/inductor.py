@@ -5,6 +5,11 @@ Inductor options (mode, ``freezing``) are passed to this one compile through
 compiled models in the process are unaffected. Compilation is lazy; :func:`build` runs the first
 call and reports its time as ``build_seconds``.
 
+PT2E INT8 graphs (``torch`` static/QAT quantization produces them) are compiled by
+:class:`Int8Inductor`: Inductor's quantization lowering to oneDNN INT8 kernels reads the global
+``freezing`` flag when it compiles (also on a recompile for a new input shape), so every call of an
+INT8 graph runs inside a scoped, always restored ``freezing`` patch (:func:`inductor_patch`).
+
 Saving uses ``torch.export`` + AOTInductor (a ``.pt2`` package with native code for this machine);
 loading gives back a runtime that runs that package.
 """
@@ -15,6 +20,7 @@ import contextlib
 import shutil
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,7 +39,16 @@ from torchslim.runtimes._common import (
 )
 from torchslim.runtimes.configs import CompileMode, InductorConfig
 
-__all__ = ["InductorDeployed", "build", "inductor_options", "inductor_patch", "load"]
+__all__ = [
+    "InductorDeployed",
+    "Int8Inductor",
+    "build",
+    "compile_int8",
+    "inductor_options",
+    "inductor_patch",
+    "is_int8_graph",
+    "load",
+]
 
 
 def inductor_options(config: InductorConfig) -> dict[str, Any]:
@@ -135,16 +150,93 @@ class InductorDeployed(BaseDeployed):
         )
 
 
+def is_int8_graph(module: Any) -> bool:
+    """True for a PT2E-converted INT8 graph (quantize/dequantize ops in its FX graph)."""
+    graph = getattr(module, "graph", None)
+    nodes = getattr(graph, "nodes", None)
+    if nodes is None:
+        return False
+    return any(
+        n.op == "call_function" and "quantize" in str(n.target) and "decomposed" in str(n.target)
+        for n in nodes
+    )
+
+
+class Int8Inductor(InductorDeployed):
+    """A PT2E INT8 graph compiled by Inductor with freezing (the INT8 oneDNN kernels need it).
+
+    Inductor's quantization lowering reads the global ``freezing`` flag at compile time, and a
+    new input shape recompiles, so every call runs inside a scoped (always restored) patch.
+
+    Attributes:
+        runtime: ``"inductor"``.
+        build_seconds: Compile time (the first call).
+        module: The uncompiled INT8 graph (what is saved).
+    """
+
+    def __init__(
+        self, module: nn.Module, inputs: tuple[Any, ...], config: InductorConfig | None = None
+    ) -> None:
+        config = config or InductorConfig()
+        with torch_threads(config.threads):
+            fn = torch.compile(
+                module,
+                dynamic=config.dynamic,
+                fullgraph=config.fullgraph,
+                options=inductor_options(config),
+            )
+        super().__init__(
+            fn, config, input_names_for(inputs, module=module), 0.0, module, tuple(inputs)
+        )
+        self.info["int8"] = "pt2e graph, oneDNN INT8 kernels (freezing)"
+        start = time.perf_counter()
+        with quiet():
+            self(*inputs)
+        self.build_seconds = time.perf_counter() - start
+
+    def __call__(self, *inputs: Any) -> Any:
+        with (
+            torch_threads(self.config.threads),
+            inductor_patch(freezing=bool(self.config.freezing)),
+            torch.no_grad(),
+            warnings.catch_warnings(),
+        ):
+            warnings.simplefilter("ignore")
+            return pack_outputs(flatten_outputs(self.fn(*inputs)))
+
+
+def compile_int8(
+    module: nn.Module, inputs: tuple[Any, ...], config: InductorConfig | None = None
+) -> Int8Inductor:
+    """Compile a PT2E-converted INT8 graph with Inductor (freezing on) and run it once.
+
+    Raises:
+        ExportError: Compilation failed (suggests the eager runtime or another backend).
+    """
+    try:
+        return Int8Inductor(module, inputs, config)
+    except Exception as exc:
+        raise export_error(
+            "Inductor compile of the INT8 graph",
+            exc,
+            "eager (QuantizeConfig(compile=False)), onnxruntime or openvino",
+        ) from exc
+
+
 def build(
     module: nn.Module, config: InductorConfig, example_inputs: tuple[Any, ...]
 ) -> InductorDeployed:
     """Compile ``module`` and run it once (the compile happens on that first call).
+
+    A PT2E INT8 graph (:func:`is_int8_graph`) is compiled by :func:`compile_int8`.
 
     Raises:
         ExportError: Compilation failed (names the op or line, suggests another runtime).
     """
     from torchslim.lowering import prepare_module
 
+    if is_int8_graph(module):
+        return compile_int8(module, tuple(example_inputs), config)
     work = prepare_module(module)
     start = time.perf_counter()
     with torch_threads(config.threads):

@@ -1,7 +1,9 @@
 """The ``onnxruntime`` runtime (CPU, CUDA and TensorRT execution providers).
 
-The model is exported once with :func:`~torchslim.runtimes.onnx_export.export_onnx` (dynamic
-batch, and sequence for token inputs; checked with ``onnx.checker``). The session is created with
+The runtime builds from a PyTorch module, exported once with
+:func:`~torchslim.lowering.onnx.export_for_runtime` (dynamic batch, and sequence for token inputs;
+checked with ``onnx.checker``), or from an :class:`~torchslim.lowering.OnnxModel` a pass lowered
+the model to (e.g. ONNX Runtime INT8 quantization). The session is created with
 the configured graph optimisation level and thread counts, and ONNX Runtime writes the optimised
 graph it runs (``model.optimized.onnx``) next to the portable ``model.onnx``.
 
@@ -18,19 +20,22 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
 
 from torchslim.errors import BackendUnavailableError
-from torchslim.runtimes._common import BaseDeployed, input_names_for, pack_outputs, resolve_threads
+from torchslim.lowering import OnnxModel, export_for_runtime
+from torchslim.runtimes._common import BaseDeployed, pack_outputs, resolve_threads
+from torchslim.runtimes.base import lowered_for
 from torchslim.runtimes.configs import GraphOptLevel, OrtConfig
 
 __all__ = [
     "OrtDeployed",
     "build",
     "build_from_onnx",
+    "default_config",
     "export_for_runtime",
     "load",
     "session_options",
@@ -42,31 +47,6 @@ _LEVELS = {
     GraphOptLevel.EXTENDED: "ORT_ENABLE_EXTENDED",
     GraphOptLevel.ALL: "ORT_ENABLE_ALL",
 }
-
-
-def export_for_runtime(
-    module: nn.Module,
-    example_inputs: Sequence[Any],
-    path: Path,
-    *,
-    opset: int = 18,
-    dynamic: bool = True,
-    input_names: Sequence[str] | None = None,
-) -> Path:
-    """Export ``module`` to ONNX for a runtime (batch kept symbolic by exporting at batch 2)."""
-    from torchslim.runtimes.eager import prepare_module
-    from torchslim.runtimes.exported import min_batch
-    from torchslim.runtimes.onnx_export import export_onnx
-
-    args = min_batch(example_inputs) if dynamic else tuple(example_inputs)
-    return export_onnx(
-        prepare_module(module),
-        args,
-        path,
-        input_names=input_names_for(args, input_names, module=module),
-        opset=opset,
-        dynamic=dynamic,
-    )
 
 
 def session_options(config: OrtConfig, optimized_path: Path | None = None) -> Any:
@@ -227,6 +207,10 @@ class OrtDeployed(BaseDeployed):
         self.session.run_with_iobinding(b)
         return pack_outputs(outs)
 
+    def representation(self) -> OnnxModel:
+        """The ONNX graph this session runs, as a representation (to build it again)."""
+        return OnnxModel(self.onnx_path, list(self.input_names), self._workdir)
+
     def _write(self, directory: Path) -> str:
         # Only the portable graph: the session rebuilds its optimised graph when it loads, so a
         # saved optimised copy would double the files a deployment carries.
@@ -278,30 +262,36 @@ def build_from_onnx(
     return OrtDeployed(session, config, [], seconds, workdir, onnx_path, export_seconds)
 
 
-def build(module: nn.Module, config: OrtConfig, example_inputs: tuple[Any, ...]) -> OrtDeployed:
-    """Export ``module`` to ONNX and open an ONNX Runtime session on it.
+def build(
+    model: nn.Module | OnnxModel, config: OrtConfig, example_inputs: tuple[Any, ...]
+) -> OrtDeployed:
+    """Open an ONNX Runtime session on ``model``: a module (exported to ONNX first) or an
+    :class:`~torchslim.lowering.OnnxModel` (its graph, copied into the session's own directory).
 
     Raises:
         ExportError: The ONNX export failed.
         BackendUnavailableError: A requested execution provider is not available.
+        TorchslimError: ``model`` is a representation lowered for another runtime.
     """
     providers_for(config)  # fail fast, before a long export
+    lowered = lowered_for(model, OrtDeployed.runtime)
     workdir = tempfile.TemporaryDirectory(prefix="torchslim-ort-")
     path = Path(workdir.name) / "model.onnx"
+    if lowered is not None:
+        shutil.copyfile(lowered.path, path)
+        return build_from_onnx(path, config, workdir=workdir)
     start = time.perf_counter()
+    module = cast("nn.Module", model)
     export_for_runtime(module, example_inputs, path, opset=config.opset, dynamic=config.dynamic)
     export_seconds = time.perf_counter() - start
     return build_from_onnx(path, config, workdir=workdir, export_seconds=export_seconds)
 
 
+def default_config(representation: OnnxModel) -> OrtConfig:
+    """The config an ONNX graph from a pass runs with when the recipe names no runtime."""
+    return OrtConfig()
+
+
 def load(directory: str | Path) -> OrtDeployed:
     """Load an ``onnxruntime`` runtime saved with :meth:`OrtDeployed.save`."""
     return OrtDeployed.load(directory)  # type: ignore[return-value]
-
-
-def rebuild(deployed: OrtDeployed, config: OrtConfig) -> OrtDeployed:
-    """A new session on ``deployed``'s ONNX graph with ``config``'s settings (threads, EPs)."""
-    workdir = tempfile.TemporaryDirectory(prefix="torchslim-ort-")
-    local = Path(workdir.name) / "model.onnx"
-    shutil.copyfile(deployed.onnx_path, local)
-    return build_from_onnx(local, config, workdir=workdir)

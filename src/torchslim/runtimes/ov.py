@@ -1,7 +1,9 @@
 """The ``openvino`` runtime (needs the ``openvino`` extra).
 
-The model is converted from the PyTorch module (``openvino.convert_model``) or through ONNX, then
-compiled with a performance hint (latency/throughput), an inference precision and optionally a
+The runtime builds from a PyTorch module, converted with
+:func:`~torchslim.lowering.openvino.convert_to_openvino` (``openvino.convert_model`` or through
+ONNX), or from an :class:`~torchslim.lowering.OpenVINOModel` a pass lowered the model to (e.g.
+NNCF INT8 quantization). The model is compiled with a performance hint (latency/throughput), an inference precision and optionally a
 compiled-model cache directory.
 
 Precision: with ``Precision.DEFAULT`` OpenVINO computes in BF16 on CPUs with AVX-512 BF16 or AMX
@@ -17,35 +19,33 @@ models at batch 1.
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
 
-from torchslim.errors import BackendUnavailableError, ExportError
-from torchslim.runtimes._common import (
-    BaseDeployed,
-    export_error,
-    input_names_for,
-    pack_outputs,
-    resolve_threads,
-    trace_guard,
-)
+from torchslim.lowering import OpenVINOModel, convert_to_openvino, input_names_for
+from torchslim.lowering.openvino import openvino_module
+from torchslim.runtimes._common import BaseDeployed, pack_outputs, resolve_threads
+from torchslim.runtimes.base import lowered_for
 from torchslim.runtimes.configs import OpenVINOConfig, PerformanceHint, Precision
 
-__all__ = ["OpenVINODeployed", "build", "compile_properties", "convert", "load"]
+__all__ = [
+    "OpenVINODeployed",
+    "build",
+    "build_from_model",
+    "compile_properties",
+    "convert",
+    "default_config",
+    "load",
+]
 
 
 def _ov() -> Any:
-    try:
-        import openvino as ov
-    except ImportError as exc:
-        raise BackendUnavailableError("openvino", "openvino", "openvino is not installed") from exc
-    return ov
+    return openvino_module()
 
 
 def compile_properties(config: OpenVINOConfig) -> dict[str, Any]:
@@ -63,65 +63,16 @@ def compile_properties(config: OpenVINOConfig) -> dict[str, Any]:
     return props
 
 
-def _partial_shapes(example_inputs: Sequence[Any], dynamic: bool) -> list[Any]:
-    ov = _ov()
-    shapes = []
-    for x in example_inputs:
-        dims = list(x.shape)
-        if dynamic and dims:
-            dims[0] = -1
-            if not x.is_floating_point() and len(dims) == 2:
-                dims[1] = -1
-        shapes.append(ov.PartialShape(dims))
-    return shapes
-
-
 def convert(
     module: nn.Module, example_inputs: Sequence[Any], config: OpenVINOConfig
 ) -> tuple[Any, float]:
-    """Convert ``module`` to an ``openvino.Model``; returns it and the conversion time.
+    """Convert ``module`` to an ``openvino.Model`` with ``config``'s source and dynamic axes
+    (:func:`~torchslim.lowering.openvino.convert_to_openvino`); returns it and the time taken.
 
     Raises:
         ExportError: Conversion failed (names the op, suggests another runtime).
     """
-    from torchslim.lowering import prepare_module
-
-    ov = _ov()
-    start = time.perf_counter()
-    work = prepare_module(module)
-    if config.source == "onnx":
-        from torchslim.runtimes.ort import export_for_runtime
-
-        with tempfile.TemporaryDirectory(prefix="torchslim-ov-") as tmp:
-            path = export_for_runtime(
-                work, example_inputs, Path(tmp) / "model.onnx", dynamic=config.dynamic
-            )
-            model = ov.Core().read_model(str(path))
-            if not config.dynamic:
-                model.reshape({i: s for i, s in enumerate(_partial_shapes(example_inputs, False))})
-    else:
-        try:
-            with (
-                trace_guard(
-                    "OpenVINO conversion", "openvino with source='onnx', onnxruntime or inductor"
-                ),
-                torch.no_grad(),
-            ):
-                model = ov.convert_model(
-                    work,
-                    example_input=tuple(example_inputs),
-                    input=_partial_shapes(example_inputs, config.dynamic),
-                )
-        except ExportError:
-            raise
-        except Exception as exc:
-            raise export_error(
-                "OpenVINO conversion", exc, "openvino with source='onnx', onnxruntime or inductor"
-            ) from exc
-    names = input_names_for(example_inputs, module=module)
-    for port, name in zip(model.inputs, names, strict=False):
-        port.get_tensor().set_names({name})
-    return model, time.perf_counter() - start
+    return convert_to_openvino(module, example_inputs, source=config.source, dynamic=config.dynamic)
 
 
 class OpenVINODeployed(BaseDeployed):
@@ -174,6 +125,12 @@ class OpenVINODeployed(BaseDeployed):
             [torch.from_numpy(req.get_output_tensor(i).data.copy()) for i in range(self._n_out)]
         )
 
+    def representation(self) -> OpenVINOModel:
+        """The ``openvino.Model`` this runs, as a representation (to build it again)."""
+        return OpenVINOModel(
+            self.model, list(self.input_names), Precision(self.config.precision).value
+        )
+
     def _write(self, directory: Path) -> str:
         self._ov.save_model(self.model, str(directory / "model.xml"), compress_to_fp16=False)
         return "model.xml"
@@ -198,18 +155,31 @@ def _precision_name(text: str) -> str:
 
 
 def build(
-    module: nn.Module, config: OpenVINOConfig, example_inputs: tuple[Any, ...]
+    model: nn.Module | OpenVINOModel, config: OpenVINOConfig, example_inputs: tuple[Any, ...]
 ) -> OpenVINODeployed:
-    """Convert and compile ``module`` with OpenVINO.
+    """Compile ``model`` with OpenVINO: a module (converted first) or an
+    :class:`~torchslim.lowering.OpenVINOModel` (compiled with ``config``'s settings).
 
     Raises:
         ExportError: Conversion failed.
         BackendUnavailableError: OpenVINO is not installed.
+        TorchslimError: ``model`` is a representation lowered for another runtime.
     """
-    model, convert_seconds = convert(module, example_inputs, config)
+    lowered = lowered_for(model, OpenVINODeployed.runtime)
+    if lowered is not None:
+        return build_from_model(lowered.model, config, lowered.input_names)
+    module = cast("nn.Module", model)
+    converted, convert_seconds = convert(module, example_inputs, config)
     return build_from_model(
-        model, config, input_names_for(example_inputs, module=module), convert_seconds
+        converted, config, input_names_for(example_inputs, module=module), convert_seconds
     )
+
+
+def default_config(representation: OpenVINOModel) -> OpenVINOConfig:
+    """The config an OpenVINO model from a pass runs with when the recipe names no runtime:
+    the defaults at the model's own inference precision (OpenVINO's default for NNCF INT8, so
+    the float remainder runs as it would for a user compiling the model by hand)."""
+    return OpenVINOConfig(precision=Precision(representation.inference_precision))
 
 
 def build_from_model(
@@ -226,8 +196,3 @@ def build_from_model(
 def load(directory: str | Path) -> OpenVINODeployed:
     """Load an ``openvino`` runtime saved with :meth:`OpenVINODeployed.save`."""
     return OpenVINODeployed.load(directory)  # type: ignore[return-value]
-
-
-def rebuild(deployed: OpenVINODeployed, config: OpenVINOConfig) -> OpenVINODeployed:
-    """Compile ``deployed``'s OpenVINO model again with ``config``'s settings (hint, threads)."""
-    return build_from_model(deployed.model, config, deployed.input_names)

@@ -1,0 +1,222 @@
+"""Reports for people: one self-contained HTML page per search (opens offline, no CDN).
+
+:func:`render_search_report` reads only the search's JSON (``search.json``: candidates and the
+baseline, in one set of units) and draws the Pareto plot as inline SVG (accuracy vs latency,
+marker area ∝ size, the chosen candidate highlighted, failed candidates listed apart) next to a
+sortable table of every candidate with the reason it was accepted, rejected or failed.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from typing import Any
+
+__all__ = ["render_search_report", "svg_pareto"]
+
+
+def _esc(v: Any) -> str:
+    return html.escape("" if v is None else str(v))
+
+
+def _fmt(v: Any, pattern: str) -> str:
+    return "—" if v is None else format(v, pattern)
+
+
+def svg_pareto(data: dict[str, Any], width: int = 720, height: int = 420) -> str:
+    """The Pareto plot as an ``<svg>`` element: quality (accuracy, else cosine) vs latency."""
+    batch = str(data.get("constraints", {}).get("batch_size", 1))
+    base = data["baseline"]
+    pts = []
+    for c in data["candidates"]:
+        lat = (c.get("latency_ms") or {}).get(batch)
+        q = c.get("accuracy") if c.get("accuracy") is not None else c.get("cosine")
+        if c.get("status") != "failed" and lat is not None and q is not None:
+            pts.append((float(lat), float(q), float(c.get("size_mb") or 0.1), c))
+    base_lat = (base.get("latency_ms") or {}).get(batch)
+    base_q = base.get("accuracy")
+    xs = [p[0] for p in pts] + ([base_lat] if base_lat else [])
+    ys = [p[1] for p in pts] + ([base_q] if base_q is not None else [])
+    if not xs or not ys:
+        return '<p class="empty">No candidate was built and measured.</p>'
+    pad = 56
+    x0, x1 = 0.0, max(xs) * 1.08
+    y0, y1 = min(ys), max(ys)
+    if y1 - y0 < 1e-6:
+        y0, y1 = y0 - 0.01, y1 + 0.01
+    y0, y1 = y0 - 0.08 * (y1 - y0), y1 + 0.08 * (y1 - y0)
+    smax = max([p[2] for p in pts] + [1e-6])
+
+    def sx(v: float) -> float:
+        return pad + (v - x0) / (x1 - x0) * (width - 2 * pad)
+
+    def sy(v: float) -> float:
+        return height - pad - (v - y0) / (y1 - y0) * (height - 2 * pad)
+
+    front = set(data.get("pareto") or [])
+    chosen = (data.get("chosen") or {}).get("key")
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
+        f'width="{width}" height="{height}" role="img" aria-label="Pareto plot">',
+        f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" '
+        'stroke="#444"/>',
+        f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="#444"/>',
+        f'<text x="{width / 2}" y="{height - 14}" text-anchor="middle" font-size="13">'
+        f"latency p50 at batch {batch} (ms) — lower is better</text>",
+        f'<text x="16" y="{height / 2}" font-size="13" text-anchor="middle" '
+        f'transform="rotate(-90 16 {height / 2})">'
+        f"{'top-1 accuracy' if base_q is not None else 'output cosine'} — higher is better</text>",
+    ]
+    for i in range(5):
+        xv = x0 + (x1 - x0) * i / 4
+        yv = y0 + (y1 - y0) * i / 4
+        parts.append(
+            f'<text x="{sx(xv):.1f}" y="{height - pad + 16}" font-size="11" '
+            f'text-anchor="middle">{xv:.3g}</text>'
+        )
+        parts.append(
+            f'<text x="{pad - 6}" y="{sy(yv) + 4:.1f}" font-size="11" '
+            f'text-anchor="end">{yv:.4g}</text>'
+        )
+    if base_lat and base_q is not None:
+        parts.append(
+            f'<rect x="{sx(base_lat) - 6:.1f}" y="{sy(base_q) - 6:.1f}" width="12" height="12" '
+            'fill="#888"><title>original</title></rect>'
+        )
+    for lat, q, size, c in pts:
+        r = 4 + 14 * (size / smax) ** 0.5
+        color = (
+            "#d62728"
+            if c.get("key") == chosen
+            else ("#1f77b4" if c.get("key") in front else "#9ecae1")
+        )
+        stroke = ' stroke="#000" stroke-width="2"' if c.get("key") == chosen else ""
+        label = _esc(" → ".join(c.get("steps") or []))
+        parts.append(
+            f'<circle cx="{sx(lat):.1f}" cy="{sy(q):.1f}" r="{r:.1f}" fill="{color}" '
+            f'fill-opacity="0.75"{stroke}><title>{label} — {lat:.3f} ms, {q:.4f}, '
+            f"{size:.3f} MB ({_esc(c.get('status'))})</title></circle>"
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:24px;color:#222;max-width:1200px}
+h1{font-size:22px} h2{font-size:17px;margin-top:28px}
+table{border-collapse:collapse;font-size:13px;width:100%}
+th,td{border-bottom:1px solid #ddd;padding:4px 8px;text-align:right;vertical-align:top}
+th{cursor:pointer;background:#f4f4f4;position:sticky;top:0} td.l,th.l{text-align:left}
+tr.accepted td{background:#f1faf1} tr.failed td{color:#999} tr.chosen td{background:#ffe9e6}
+.legend span{display:inline-block;margin-right:16px} .dot{display:inline-block;width:10px;
+height:10px;border-radius:5px;margin-right:4px;vertical-align:middle}
+.kv td{text-align:left} .note{color:#666;font-size:13px}
+"""
+
+_JS = """
+document.querySelectorAll('table.sortable th').forEach(function(th, i){
+  th.addEventListener('click', function(){
+    var tb = th.closest('table').tBodies[0];
+    var rows = Array.prototype.slice.call(tb.rows);
+    var asc = th.dataset.asc !== '1'; th.dataset.asc = asc ? '1' : '0';
+    rows.sort(function(a, b){
+      var x = a.cells[i].dataset.v || a.cells[i].textContent;
+      var y = b.cells[i].dataset.v || b.cells[i].textContent;
+      var nx = parseFloat(x), ny = parseFloat(y);
+      var r = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : x.localeCompare(y);
+      return asc ? r : -r;
+    });
+    rows.forEach(function(r){ tb.appendChild(r); });
+  });
+});
+"""
+
+
+def _json_for_script(data: dict[str, Any]) -> str:
+    """JSON safe inside ``<script>`` (no ``</script>`` can end it early)."""
+    return json.dumps(data, default=str).replace("<", "\\u003c")
+
+
+def render_search_report(data: dict[str, Any]) -> str:
+    """A self-contained HTML report of an ``optimize`` run (``search.json``'s content)."""
+    batch = str(data.get("constraints", {}).get("batch_size", 1))
+    base = data["baseline"]
+    chosen = data.get("chosen")
+    rows = []
+    for c in data["candidates"]:
+        sp = (c.get("speedup") or {}).get(batch) or {}
+        ci = sp.get("ci95") or [None, None]
+        cls = "chosen" if chosen and c.get("key") == chosen.get("key") else c.get("status", "")
+        dci = c.get("drop_ci95") or [None, None]
+        rows.append(
+            f'<tr class="{_esc(cls)}">'
+            f'<td class="l">{_esc(" → ".join(c.get("steps") or []))}</td>'
+            f'<td class="l">{_esc(c.get("status"))}</td>'
+            f'<td data-v="{c.get("accuracy") or ""}">{_fmt(c.get("accuracy"), ".2%")}</td>'
+            f'<td data-v="{c.get("drop_points") if c.get("drop_points") is not None else ""}">'
+            f"{_fmt(c.get('drop_points'), '+.2f')}</td>"
+            f"<td>{_fmt(dci[0], '+.2f')} … {_fmt(dci[1], '+.2f')}</td>"
+            f"<td>{_fmt(c.get('cosine'), '.5f')}</td>"
+            f'<td data-v="{(c.get("latency_ms") or {}).get(batch) or ""}">'
+            f"{_fmt((c.get('latency_ms') or {}).get(batch), '.3f')}</td>"
+            f'<td data-v="{sp.get("ratio") or ""}">{_fmt(sp.get("ratio"), ".2f")}× '
+            f"[{_fmt(ci[0], '.2f')}–{_fmt(ci[1], '.2f')}]</td>"
+            f'<td data-v="{c.get("size_mb") or ""}">{_fmt(c.get("size_mb"), ".3f")}</td>'
+            f'<td class="l">{_esc(c.get("runtime"))}</td>'
+            f"<td>{_fmt(c.get('build_seconds'), '.1f')}</td>"
+            f'<td class="l">{_esc(c.get("reason"))}</td></tr>'
+        )
+    if chosen:
+        sp = chosen["speedup"][batch]
+        summary = (
+            f"<p><b>Chosen:</b> {_esc(' → '.join(chosen['steps']))} — "
+            f"{_fmt(chosen.get('accuracy'), '.2%')} top-1 (drop "
+            f"{_fmt(chosen.get('drop_points'), '+.2f')} points), "
+            f"{sp['ratio']:.2f}× faster at batch {batch} "
+            f"(95% CI {sp['ci95'][0]:.2f}–{sp['ci95'][1]:.2f}), "
+            f"{_fmt(chosen.get('size_mb'), '.3f')} MB vs {_fmt(base.get('size_mb'), '.3f')} MB. "
+            f"Artifact: <code>{_esc(data.get('artifact'))}</code></p>"
+        )
+    else:
+        summary = (
+            "<p><b>No candidate met the constraints</b>; nothing was chosen. The table says why "
+            "each failed.</p>"
+        )
+    cons = data.get("constraints", {})
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>torchslim optimize — {_esc(base.get("source"))}</title>
+<style>{_CSS}</style></head><body>
+<h1>torchslim optimize — {_esc(base.get("source"))}</h1>
+{summary}
+<h2>Original vs chosen</h2>
+<table class="kv"><tr><td>original top-1</td><td>{_fmt(base.get("accuracy"), ".2%")} on
+{_esc(base.get("eval_data"))} ({_esc(base.get("eval_samples"))} samples)</td></tr>
+<tr><td>original latency (batch {batch})</td><td>{_fmt((base.get("latency_ms") or {}).get(batch), ".3f")} ms</td></tr>
+<tr><td>original size</td><td>{_fmt(base.get("size_mb"), ".3f")} MB</td></tr>
+<tr><td>constraints</td><td>drop ≤ {_esc(cons.get("max_drop_points"))} points; speed-up 95% CI
+above 1 at batch {batch}; size ≤ {_esc(cons.get("max_size_mb") or "any")} MB; latency ≤
+{_esc(cons.get("target_latency_ms") or "any")} ms</td></tr>
+<tr><td>search</td><td>{len(data["candidates"])} candidates in {data.get("seconds")} s; stopped:
+{_esc(data.get("stopped"))}</td></tr></table>
+<h2>Pareto plot</h2>
+<p class="legend"><span><i class="dot" style="background:#d62728"></i>chosen</span>
+<span><i class="dot" style="background:#1f77b4"></i>on the front</span>
+<span><i class="dot" style="background:#9ecae1"></i>dominated</span>
+<span><i class="dot" style="background:#888;border-radius:0"></i>original</span>
+<span>marker area ∝ size (MB)</span></p>
+{svg_pareto(data)}
+<h2>Every candidate</h2>
+<p class="note">Click a column to sort. Accuracy and drop are measured on the evaluation data in
+the runtime each candidate ships in, after re-loading its files; speed-ups come from the original
+and the candidate measured interleaved. Failed candidates are listed with the error that stopped
+them.</p>
+<table class="sortable"><thead><tr><th class="l">recipe</th><th class="l">status</th>
+<th>top-1</th><th>drop (pts)</th><th>drop 95% CI</th><th>cosine</th><th>ms b={batch}</th>
+<th>speed-up [95% CI]</th><th>MB</th><th class="l">runtime</th><th>build s</th>
+<th class="l">reason</th></tr></thead><tbody>
+{"".join(rows)}
+</tbody></table>
+<script type="application/json" id="search-data">{_json_for_script(data)}</script>
+<script>{_JS}</script>
+</body></html>
+"""

@@ -1,0 +1,743 @@
+"""``torchslim.optimize()``: an accuracy-constrained search over recipes, measured in the runtime
+each candidate ships in.
+
+How it works:
+
+* **Proposals** come from an Optuna study (its sampler proposes, is told the result, proposes
+  again): cheap candidates first — every no-retraining recipe is enqueued before anything that
+  prunes — then the sampler (TPE by default; ``random`` or ``grid``) explores the rest.
+* **Each candidate is built in its own process** (``torchslim run RECIPE MODEL`` with a timeout and
+  a memory limit), so an export error, an out-of-memory or a crash is recorded with its reason
+  and the search goes on. A pruned + recovered prefix is built once and cached by the hash of its
+  recipe; every quantization/runtime variant on top of it continues from that cached artifact.
+* **Every built candidate is then re-loaded from its files** (``load_artifact``: hash-verified,
+  the runtime's own loader), evaluated on the evaluation data against the original (task metric,
+  fidelity, and a paired-bootstrap 95% interval of the drop) and measured **interleaved with the
+  original** at the batch sizes asked for — one measurement at a time, in this process.
+* **Acceptance**: drop within ``max_drop`` points, speed-up interval above 1 at the first batch
+  size, and the optional latency/size limits. The chosen candidate is the fastest accepted one;
+  a variant slower than the original or outside the budget is never chosen. The best so far is
+  always on disk in ``OUT/best`` (an artifact, replaced atomically), so Ctrl-C or a kill keeps it,
+  and ``resume=True`` continues the study (SQLite in ``OUT/study.db`` by default, or any Optuna
+  storage URL) without redoing finished candidates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from torchslim.errors import TorchslimError
+from torchslim.search.space import Choice, SearchSpace, load_space
+
+if TYPE_CHECKING:
+    from torchslim.models import LoadedModel
+    from torchslim.recipe import Recipe
+
+__all__ = ["OptimizeResult", "SearchRecord", "optimize"]
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class SearchRecord:
+    """One candidate of a search, in one set of units (fractions, points, MB, ms).
+
+    Attributes:
+        recipe: The recipe (its ``recipe.yaml`` form).
+        steps: One line per step and the runtime.
+        status: ``accepted``, ``rejected`` (built, outside the constraints) or ``failed``.
+        reason: Why it was rejected or failed.
+        accuracy: Task metric on the evaluation data (``None``: fidelity only).
+        drop_points: Drop vs the original, in points.
+        drop_ci95: Paired-bootstrap 95% interval of the drop, in points.
+        cosine: Mean output cosine to the original.
+        agreement: Top-1 agreement with the original.
+        latency_ms: Median latency per batch size.
+        speedup: Per batch size ``{ratio, ci95}`` from the interleaved run.
+        size_mb: MB of the files a deployment needs.
+        runtime: The runtime it runs in.
+        build_seconds: Time to build it (its own process).
+        train_seconds: Of which training.
+        artifact: Its artifact directory.
+        key: Hash of its recipe.
+        noisy: The measurement stayed noisy after re-measuring (never accepted).
+    """
+
+    recipe: dict[str, Any]
+    steps: list[str]
+    status: str = "failed"
+    reason: str | None = None
+    accuracy: float | None = None
+    drop_points: float | None = None
+    drop_ci95: list[float] | None = None
+    cosine: float | None = None
+    agreement: float | None = None
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    speedup: dict[str, dict[str, Any]] = field(default_factory=dict)
+    size_mb: float | None = None
+    runtime: str | None = None
+    build_seconds: float | None = None
+    train_seconds: float | None = None
+    artifact: str | None = None
+    key: str = ""
+    noisy: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly form."""
+        return dict(self.__dict__)
+
+
+@dataclass
+class OptimizeResult:
+    """What ``optimize`` found.
+
+    Attributes:
+        chosen: The accepted candidate chosen (fastest at the first batch size), or ``None``.
+        baseline: The original model's numbers (accuracy, latency per batch, size).
+        candidates: Every candidate, in the order tried.
+        pareto: Keys of the candidates on the accuracy × latency × size front.
+        artifact: The chosen artifact's directory (``OUT/best``), or ``None``.
+        out: The output directory (search.json, report.html, study, candidates).
+        seconds: Wall-clock time of the search.
+        stopped: Why the search stopped (``space exhausted``, ``time budget``, ``trials``).
+    """
+
+    chosen: SearchRecord | None
+    baseline: dict[str, Any]
+    candidates: list[SearchRecord]
+    pareto: list[str]
+    artifact: str | None
+    out: str
+    seconds: float
+    stopped: str
+    constraints: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``--json`` / ``search.json`` form."""
+        chosen = None
+        if self.chosen is not None:
+            c = self.chosen
+            b = next(iter(c.speedup), None)
+            chosen = {
+                **c.to_dict(),
+                "speedup_first_batch": None if b is None else c.speedup[b]["ratio"],
+                "latency_ms_first_batch": None if b is None else c.latency_ms.get(b),
+            }
+        return {
+            "chosen": chosen,
+            "baseline": self.baseline,
+            "candidates": [c.to_dict() for c in self.candidates],
+            "pareto": self.pareto,
+            "artifact": self.artifact,
+            "out": self.out,
+            "seconds": round(self.seconds, 1),
+            "stopped": self.stopped,
+            "constraints": self.constraints,
+        }
+
+
+def _key(recipe: Recipe) -> str:
+    text = json.dumps(recipe.to_dict(), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _memory_limit() -> Callable[[], None] | None:
+    """A ``preexec_fn`` capping a worker's address space at 80% of the machine's memory."""
+    try:
+        import resource
+
+        import psutil
+
+        cap = int(psutil.virtual_memory().total * 0.8)
+    except Exception:  # pragma: no cover - not on POSIX
+        return None
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+
+    return limit
+
+
+def _worker(
+    recipe: Recipe,
+    model: str,
+    out: Path,
+    *,
+    timeout: float,
+    threads: int | None,
+    trust_code: bool,
+) -> dict[str, Any]:
+    """Build one candidate in its own process; its JSON summary, or ``{"error": ...}``."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    recipe_file = out.parent / f"{out.name}.recipe.yaml"
+    recipe.save(recipe_file)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torchslim.cli.main",
+        "run",
+        str(recipe_file),
+        model,
+        "--out",
+        str(out),
+        "--force",
+        "--no-latency",
+        "--json",
+    ]
+    if threads:
+        cmd += ["--threads", str(threads)]
+    if trust_code:
+        cmd.append("--trust-code")
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    try:
+        proc = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            timeout=max(5.0, timeout),
+            env=env,
+            preexec_fn=_memory_limit(),
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
+    if proc.returncode != 0:
+        lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+        if not lines and proc.stdout.strip().startswith("{"):
+            with contextlib.suppress(ValueError):
+                lines = [str(json.loads(proc.stdout).get("error"))]
+        why = (
+            lines[0].removeprefix("error: ")
+            if lines
+            else (
+                f"exit code {proc.returncode}"
+                + (" (killed: out of memory?)" if proc.returncode < 0 else "")
+            )
+        )
+        return {"error": why}
+    try:
+        result: dict[str, Any] = json.loads(proc.stdout)
+    except ValueError:
+        return {"error": "the worker printed no JSON summary"}
+    return result
+
+
+class _Judge:
+    """Evaluates and measures candidates against the original, in this process."""
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        eval_data: Any,
+        batch_sizes: tuple[int, ...],
+        threads: int | None,
+        min_time_s: float,
+    ) -> None:
+        import torch
+
+        from torchslim.evaluate import predict
+        from torchslim.measure import BenchTarget, TimingConfig
+
+        self.loaded = loaded
+        self.data = eval_data
+        self.batch_sizes = batch_sizes
+        self.threads = threads
+        self.timing = TimingConfig(
+            min_time_s=min_time_s, max_time_s=max(3.0, 4 * min_time_s), max_warmup_s=2.0
+        )
+        module = loaded.require_module()
+        spec = loaded.input_spec or eval_data.input_spec()
+        self.spec = spec
+        self.base_target = BenchTarget.from_module(module, self._inputs, name="baseline")
+        with torch.no_grad():
+            self.base_out = predict(module, eval_data, 32)
+        self.labels = eval_data.labels if eval_data.has_labels else None
+        self.base_correct = (
+            None if self.labels is None else (self.base_out.argmax(1) == self.labels)
+        )
+
+    def _inputs(self, b: int) -> tuple[Any, ...]:
+        return self.spec.example_inputs(batch_size=b)
+
+    def baseline(self) -> dict[str, Any]:
+        from torchslim.measure import measure_models
+        from torchslim.pipeline import baseline_size_mb
+
+        [m] = measure_models(
+            [self.base_target],
+            self.batch_sizes,
+            threads=self.threads,
+            config=self.timing,
+            memory=False,
+        )
+        self.reference_ms = {b: bm.latency.p50_ms for b, bm in m.batches.items()}
+        acc = None if self.base_correct is None else float(self.base_correct.float().mean())
+        return {
+            "source": self.loaded.source,
+            "accuracy": acc,
+            "eval_data": self.data.name,
+            "eval_samples": len(self.data),
+            "latency_ms": {str(b): bm.latency.p50_ms for b, bm in m.batches.items()},
+            "size_mb": baseline_size_mb(self.loaded, self.loaded.require_module(), self._inputs(2)),
+        }
+
+    def judge(self, rec: SearchRecord) -> None:
+        """Fill ``rec``'s accuracy, fidelity, drop CI, latency and speed-up from its files."""
+        import torch
+
+        from torchslim.artifact import load_artifact
+        from torchslim.evaluate import fidelity, paired_bootstrap_drop, predict
+        from torchslim.measure import BenchTarget, measure_models
+
+        assert rec.artifact is not None
+        art = load_artifact(rec.artifact)
+        runner = art.runner()
+        with torch.no_grad():
+            out = predict(runner, self.data, 32)
+        fid = fidelity(self.base_out, out)
+        rec.cosine, rec.agreement = fid.cosine, fid.agreement
+        if self.base_correct is not None and self.labels is not None:
+            correct = out.argmax(1) == self.labels
+            rec.accuracy = float(correct.float().mean())
+            rec.drop_points = 100.0 * (float(self.base_correct.float().mean()) - rec.accuracy)
+            rec.drop_ci95 = list(paired_bootstrap_drop(self.base_correct, correct))
+        rec.size_mb = art.size_mb
+        target = BenchTarget("candidate", runner, self._inputs)
+        best: tuple[float, Any, Any] | None = None
+        for _attempt in range(3):  # a burst of load on a shared machine: measure again
+            base, mine = measure_models(
+                [self.base_target, target],
+                self.batch_sizes,
+                threads=self.threads,
+                config=self.timing,
+                memory=False,
+            )
+            width = max(
+                _ci_width(base.batches[b].latency, mine.batches[b].latency)
+                for b in self.batch_sizes
+            )
+            drift = max(
+                base.batches[b].latency.p50_ms / self.reference_ms[b] for b in self.batch_sizes
+            )
+            score = width * max(drift, 1 / drift)
+            if best is None or score < best[0]:
+                best = (score, base, mine)
+            if width <= _MAX_CI_WIDTH and 1 / _MAX_DRIFT <= drift <= _MAX_DRIFT:
+                break
+        assert best is not None
+        _, base, mine = best
+        for b in self.batch_sizes:
+            lb, lm = base.batches[b].latency, mine.batches[b].latency
+            rec.latency_ms[str(b)] = lm.p50_ms
+            rec.speedup[str(b)] = {
+                "ratio": lb.p50_ms / lm.p50_ms,
+                "ci95": [lb.ci95_low_ms / lm.ci95_high_ms, lb.ci95_high_ms / lm.ci95_low_ms],
+                "baseline_ms": lb.p50_ms,
+            }
+        if best[0] > _MAX_CI_WIDTH * _MAX_DRIFT:
+            rec.noisy = True
+
+
+_MAX_CI_WIDTH = 1.6
+"""Largest acceptable ratio of the speed-up interval's ends (hi/lo) before re-measuring."""
+_MAX_DRIFT = 1.5
+"""Largest acceptable change of the original's median against its first measurement."""
+
+
+def _ci_width(base: Any, mine: Any) -> float:
+    lo = base.ci95_low_ms / mine.ci95_high_ms
+    hi = base.ci95_high_ms / mine.ci95_low_ms
+    return hi / lo if lo > 0 else float("inf")
+
+
+def _reasons(rec: SearchRecord, c: dict[str, Any], batch: int) -> list[str]:
+    """Why ``rec`` fails the constraints (empty: accepted). Same rules as
+    :class:`~torchslim.candidate.Constraints`, on a record."""
+    out = []
+    if rec.drop_points is not None and rec.drop_points > c["max_drop_points"]:
+        out.append(f"accuracy drop {rec.drop_points:.2f} points is over {c['max_drop_points']:g}")
+    if rec.drop_points is None and (rec.cosine or 0) < c["min_cosine"]:
+        out.append(f"fidelity-only: cosine {rec.cosine:.4f} below {c['min_cosine']:g}")
+    sp = rec.speedup.get(str(batch))
+    if sp is None or sp["ci95"][0] <= 1.0:
+        ratio = (
+            "n/a"
+            if sp is None
+            else f"{sp['ratio']:.2f}×, CI {sp['ci95'][0]:.2f}–{sp['ci95'][1]:.2f}"
+        )
+        out.append(f"not measurably faster than the original at batch {batch} ({ratio})")
+    if c.get("max_size_mb") is not None and (rec.size_mb or 0) > c["max_size_mb"]:
+        out.append(f"size {rec.size_mb:.2f} MB over {c['max_size_mb']:g} MB")
+    if rec.noisy:
+        out.append("the measurement stayed too noisy to trust (machine busy?): re-run later")
+    lat = rec.latency_ms.get(str(batch))
+    if c.get("target_latency_ms") is not None and (lat is None or lat > c["target_latency_ms"]):
+        out.append(f"latency {lat} ms over the target {c['target_latency_ms']:g} ms")
+    return out
+
+
+def _pareto(records: list[SearchRecord], batch: int) -> list[str]:
+    from torchslim.candidate import non_dominated
+
+    pts: list[tuple[float, ...] | None] = []
+    for r in records:
+        lat = r.latency_ms.get(str(batch))
+        quality = r.accuracy if r.accuracy is not None else r.cosine
+        ok = r.status != "failed" and lat is not None and quality is not None and r.size_mb
+        pts.append((-float(quality), float(lat), float(r.size_mb)) if ok else None)  # type: ignore[arg-type]
+    return [records[i].key for i in non_dominated(pts)]
+
+
+def _save_best(rec: SearchRecord, out: Path) -> str:
+    """Copy the chosen candidate's artifact to ``OUT/best`` atomically (replacing the old)."""
+    from torchslim._io import atomic_directory
+
+    target = out / "best"
+    assert rec.artifact is not None
+    with atomic_directory(target, force=True) as tmp:
+        for item in Path(rec.artifact).iterdir():
+            (shutil.copytree if item.is_dir() else shutil.copy2)(item, tmp / item.name)
+    return str(target)
+
+
+def _write_outputs(result: OptimizeResult, out: Path) -> None:
+    from torchslim._json import to_jsonable
+    from torchslim.report import render_search_report
+
+    data = to_jsonable(result.to_dict())
+    (out / "search.json.tmp").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(out / "search.json.tmp", out / "search.json")
+    (out / "report.html.tmp").write_text(render_search_report(data), encoding="utf-8")
+    os.replace(out / "report.html.tmp", out / "report.html")
+
+
+def optimize(
+    model: str,
+    *,
+    calib: str | None = None,
+    eval: str | None = None,
+    train: str | None = None,
+    space: str | SearchSpace = "fast",
+    max_drop: float = 1.0,
+    min_cosine: float = 0.99,
+    batch_sizes: tuple[int, ...] = (1,),
+    target_latency_ms: float | None = None,
+    max_size_mb: float | None = None,
+    time_budget_s: float = 1200.0,
+    max_trials: int | None = None,
+    sampler: str = "tpe",
+    out: str | Path = "optimize-out",
+    storage: str | None = None,
+    resume: bool = False,
+    force: bool = False,
+    threads: int | None = None,
+    trust_code: bool = False,
+    min_time_s: float = 0.5,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> OptimizeResult:
+    """Search recipes for the fastest variant of ``model`` that keeps its promises.
+
+    Args:
+        model: The model source (as for every command).
+        calib: Calibration data source (static quantization).
+        eval: Evaluation data source (labelled: accuracy; else fidelity only).
+        train: Training data source (recovery after pruning).
+        space: A preset (``fast``, ``balanced``, ``thorough``), a YAML file or a SearchSpace.
+        max_drop: Accuracy budget, in points.
+        min_cosine: Fidelity budget on unlabelled data.
+        batch_sizes: Batch sizes to measure; the first is the one optimised for.
+        target_latency_ms: Optional latency limit at the first batch size.
+        max_size_mb: Optional size limit (MB of deployment files).
+        time_budget_s: Stop proposing new candidates after this many seconds.
+        max_trials: Stop after this many candidates.
+        sampler: ``tpe``, ``random`` or ``grid``.
+        out: Output directory: ``best/`` (the chosen artifact), ``search.json``,
+            ``report.html``, ``study.db``, ``candidates/``.
+        storage: Optuna storage URL (default: SQLite in ``out``).
+        resume: Continue the study in ``out`` (finished candidates are not redone).
+        force: Replace a non-empty ``out`` that is not this search's own.
+        threads: Intra-op threads for building and measuring.
+        trust_code: Pass ``--trust-code`` to the workers (for ``pkg.module:factory`` sources
+            the user gave).
+        min_time_s: Measuring time per model and batch size.
+        seed: Seed for the sampler and every recipe.
+        progress: Called with a short status line.
+
+    Returns:
+        The :class:`OptimizeResult`.
+
+    Raises:
+        TorchslimError: Bad inputs (model, data, space, out). Finding nothing acceptable is not
+            an error here: ``result.chosen`` is ``None`` and every candidate says why.
+    """
+    import optuna
+
+    from torchslim._io import check_out_dir
+    from torchslim.data import load_data
+    from torchslim.models import load_model
+    from torchslim.recipe import DataRefs, Recipe
+
+    say = progress or (lambda _m: None)
+    started = time.perf_counter()
+    out = Path(out)
+    own = (out / "search.json").is_file() or (out / "study.db").is_file()
+    if not resume:
+        check_out_dir(out, force=force or own, inputs=(model, calib, eval, train))
+        if out.exists() and (force or own):
+            shutil.rmtree(out)
+    elif not own:
+        raise TorchslimError(f"Nothing to resume in '{out}'.", "Drop --resume to start a search.")
+    out.mkdir(parents=True, exist_ok=True)
+    sp = load_space(space) if isinstance(space, str) else space
+    if not batch_sizes or any(b < 1 for b in batch_sizes):
+        raise TorchslimError(f"Invalid batch sizes {list(batch_sizes)}.", "Give e.g. 1,64.")
+    if max_drop < 0 or max_drop != max_drop:
+        raise TorchslimError(f"--max-drop must be >= 0, got {max_drop}.", "E.g. --max-drop 1.")
+    say(f"Loading {model}")
+    loaded = load_model(model, trust_code=trust_code)
+    spec = loaded.input_spec
+    if eval is None:
+        raise TorchslimError(
+            "optimize needs evaluation data to check every candidate against the original.",
+            "Give --eval DATA (labelled for accuracy, e.g. torchslim:fashion_mnist).",
+        )
+    eval_ds = load_data(eval, input_spec=spec)
+    if any(r > 0 for r in sp.prune_ratios) and train is None:
+        raise TorchslimError(
+            "This search space prunes, and pruning needs training data for recovery.",
+            "Give --train DATA, or use --preset fast (no retraining).",
+        )
+    if calib is None and any(q.startswith("static") for q in sp.quantize):
+        raise TorchslimError(
+            "This search space has static quantization, which needs calibration data.",
+            "Give --calib DATA (e.g. 512 training samples).",
+        )
+    say("Measuring the original")
+    judge = _Judge(loaded, eval_ds, tuple(batch_sizes), threads, min_time_s)
+    baseline = judge.baseline()
+    constraints = {
+        "max_drop_points": max_drop,
+        "min_cosine": min_cosine,
+        "batch_size": batch_sizes[0],
+        "max_size_mb": max_size_mb,
+        "target_latency_ms": target_latency_ms,
+    }
+    base = Recipe((), None, tuple(batch_sizes), DataRefs(calib=calib, eval=eval, train=train), seed)
+
+    dims = sp.dimensions()
+    samplers = {
+        "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
+        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+        "grid": lambda: optuna.samplers.GridSampler(dims, seed=seed),
+    }
+    if sampler not in samplers:
+        raise TorchslimError(f"Unknown sampler '{sampler}'.", "Use tpe, random or grid.")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        study_name="torchslim-optimize",
+        storage=storage or f"sqlite:///{out / 'study.db'}",
+        load_if_exists=resume,
+        direction="minimize",
+        sampler=samplers[sampler](),
+    )
+    records: dict[str, SearchRecord] = {}
+    for t in study.trials:  # resume: finished candidates are kept, not redone
+        rec_data = t.user_attrs.get("record")
+        if rec_data:
+            rec = SearchRecord(**rec_data)
+            records[rec.key] = rec
+    if not resume:  # cheap first: every no-retraining combination before anything that prunes
+        cheap = [c for c in _all_choices(dims) if c["prune"] == 0.0]
+        for c in cheap:
+            study.enqueue_trial(c, skip_if_exists=True)
+
+    batch = batch_sizes[0]
+    best: SearchRecord | None = None
+    best_path: str | None = None
+    for r in records.values():
+        if r.status == "accepted" and (best is None or _faster(r, best, batch)):
+            best = r
+    if best is not None:
+        best_path = str(out / "best")
+    stopped = "space exhausted"
+    combos = len(_all_choices(dims))
+    seen_keys = set(records)
+    misses = 0
+    try:
+        while True:
+            elapsed = time.perf_counter() - started
+            if elapsed > time_budget_s:
+                stopped = "time budget"
+                break
+            if max_trials is not None and len(records) >= max_trials:
+                stopped = "trials"
+                break
+            if misses > 3 * combos:
+                break
+            trial = study.ask()
+            choice = Choice(**{k: trial.suggest_categorical(k, v) for k, v in dims.items()})
+            recipe = sp.recipe(choice, base)
+            if recipe is None:
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                misses += 1
+                continue
+            key = _key(recipe)
+            if key in seen_keys:
+                prev = records.get(key)
+                study.tell(
+                    trial,
+                    _objective(prev, baseline, batch) if prev else None,
+                    state=optuna.trial.TrialState.COMPLETE
+                    if prev
+                    else optuna.trial.TrialState.PRUNED,
+                )
+                misses += 1
+                continue
+            seen_keys.add(key)
+            misses = 0
+            rec = _build(
+                recipe,
+                key,
+                model,
+                out,
+                judge,
+                constraints,
+                batch,
+                sp,
+                time_budget_s - elapsed,
+                threads,
+                trust_code,
+                say,
+                len(records) + 1,
+            )
+            records[key] = rec
+            trial.set_user_attr("record", rec.to_dict())
+            study.tell(trial, _objective(rec, baseline, batch))
+            if rec.status == "accepted" and (best is None or _faster(rec, best, batch)):
+                best = rec
+                best_path = _save_best(rec, out)
+                say(
+                    f"New best: {' → '.join(rec.steps)} "
+                    f"({rec.speedup[str(batch)]['ratio']:.2f}× at batch {batch})"
+                )
+            _write_outputs(
+                OptimizeResult(
+                    best,
+                    baseline,
+                    list(records.values()),
+                    _pareto(list(records.values()), batch),
+                    best_path,
+                    str(out),
+                    time.perf_counter() - started,
+                    "running",
+                    constraints,
+                ),
+                out,
+            )
+    except KeyboardInterrupt:
+        stopped = "interrupted"
+    result = OptimizeResult(
+        best,
+        baseline,
+        list(records.values()),
+        _pareto(list(records.values()), batch),
+        best_path,
+        str(out),
+        time.perf_counter() - started,
+        stopped,
+        constraints,
+    )
+    _write_outputs(result, out)
+    if stopped == "interrupted":
+        raise KeyboardInterrupt
+    return result
+
+
+def _all_choices(dims: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    import itertools
+
+    keys = list(dims)
+    return [dict(zip(keys, vals, strict=True)) for vals in itertools.product(*dims.values())]
+
+
+def _faster(a: SearchRecord, b: SearchRecord, batch: int) -> bool:
+    return a.speedup[str(batch)]["ratio"] > b.speedup[str(batch)]["ratio"]
+
+
+def _objective(rec: SearchRecord | None, baseline: dict[str, Any], batch: int) -> float:
+    """What the sampler minimises: latency at the first batch, ×10 when the candidate failed
+    or broke a constraint (so the sampler learns to avoid it)."""
+    base = float(baseline["latency_ms"][str(batch)])
+    if rec is None or rec.status == "failed":
+        return 10.0 * base
+    lat = rec.latency_ms.get(str(batch), base)
+    return lat if rec.status == "accepted" else 10.0 * base + lat
+
+
+def _build(
+    recipe: Recipe,
+    key: str,
+    model: str,
+    out: Path,
+    judge: _Judge,
+    constraints: dict[str, Any],
+    batch: int,
+    sp: SearchSpace,
+    time_left: float,
+    threads: int | None,
+    trust_code: bool,
+    say: Progress,
+    n: int,
+) -> SearchRecord:
+    """Build (in a worker), re-load, evaluate and measure one candidate."""
+    from dataclasses import replace
+
+    rec = SearchRecord(recipe.to_dict(), recipe.describe(), key=key)
+    say(f"Candidate {n}: {' → '.join(rec.steps)}")
+    source = model
+    prune_steps = tuple(s for s in recipe.steps if type(s).__name__ == "PruneConfig")
+    if prune_steps:  # build the pruned + recovered prefix once; variants continue from it
+        prefix = replace(recipe, steps=prune_steps, runtime=None)
+        pdir = out / "cache" / _key(prefix)
+        if not (pdir / "manifest.json").is_file():
+            say(f"Candidate {n}: pruning and recovering (cached for every variant on top)")
+            got = _worker(
+                prefix, model, pdir, timeout=time_left, threads=threads, trust_code=trust_code
+            )
+            if "error" in got:
+                rec.reason = f"pruning/recovery failed: {got['error']}"
+                return rec
+        source = str(pdir)
+    cdir = out / "candidates" / key
+    got = _worker(recipe, source, cdir, timeout=time_left, threads=threads, trust_code=trust_code)
+    if "error" in got:
+        rec.reason = str(got["error"])
+        return rec
+    rec.artifact = str(cdir)
+    rec.runtime = got.get("runtime")
+    rec.build_seconds = got.get("build_seconds")
+    rec.train_seconds = got.get("train_seconds")
+    try:
+        say(f"Candidate {n}: evaluating and measuring against the original (interleaved)")
+        judge.judge(rec)
+    except TorchslimError as exc:
+        rec.reason = f"re-loading/measuring failed: {exc.message}"
+        return rec
+    except Exception as exc:
+        rec.reason = f"re-loading/measuring failed: {type(exc).__name__}: {str(exc)[:200]}"
+        return rec
+    why = _reasons(rec, constraints, batch)
+    rec.status = "rejected" if why else "accepted"
+    rec.reason = "; ".join(why) or None
+    return rec

@@ -1,0 +1,221 @@
+"""The search space of ``optimize``: which recipes a search may propose, as data.
+
+A :class:`SearchSpace` lists the choices per dimension — structured pruning ratio (0 = none) with
+its recovery (KD or label-only fine-tuning: a choice the search makes), quantization method and
+backend, runtime, OpenVINO precision and performance hint, threads — and turns one choice per
+dimension into a valid :class:`~torchslim.recipe.Recipe` (or ``None`` for a combination that
+cannot run, e.g. OpenVINO INT8 on ONNX Runtime). Presets: ``fast`` (no retraining: graph +
+quantization + runtime), ``balanced`` (adds pruning with short recovery), ``thorough`` (more
+pruning levels, longer recovery). A user space is YAML with the same fields.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from torchslim.config import config_type
+from torchslim.errors import TorchslimError
+
+__all__ = ["PRESETS", "Choice", "SearchSpace", "load_space"]
+
+QUANT_CHOICES = (
+    "none",
+    "static/openvino",
+    "static/onnxruntime",
+    "dynamic/onnxruntime",
+    "dynamic/torch",
+)
+RUNTIME_CHOICES = ("openvino", "onnxruntime", "eager")
+
+
+@config_type("SearchSpace")
+@dataclass(frozen=True)
+class SearchSpace:
+    """Choices per dimension; every combination is one candidate recipe (when valid).
+
+    Attributes:
+        prune_ratios: Structured channel-pruning ratios (``0.0`` = no pruning); channel counts
+            are rounded to ``round_to`` (hardware-friendly widths).
+        round_to: Channel multiple after pruning.
+        recoveries: Recovery after pruning: ``kd`` (distil from the original) or ``finetune``
+            (labels only).
+        recovery_epochs: Epochs of recovery training.
+        quantize: ``none`` or ``method/backend`` (``static/openvino``, ``static/onnxruntime``,
+            ``dynamic/onnxruntime``, ``dynamic/torch``).
+        runtimes: Runtimes for float models (quantized ones run in their backend's runtime).
+        precisions: OpenVINO float precision: ``f32``, ``bf16`` (only where the CPU has it).
+        hints: OpenVINO performance hints: ``latency``, ``throughput``.
+        threads: Intra-op thread counts (empty: the machine's cores).
+    """
+
+    prune_ratios: tuple[float, ...] = (0.0,)
+    round_to: int = 8
+    recoveries: tuple[str, ...] = ("finetune", "kd")
+    recovery_epochs: float = 1.0
+    quantize: tuple[str, ...] = ("none", "static/openvino", "static/onnxruntime", "dynamic/torch")
+    runtimes: tuple[str, ...] = ("openvino", "onnxruntime")
+    precisions: tuple[str, ...] = ("f32", "bf16")
+    hints: tuple[str, ...] = ("latency",)
+    threads: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        bad = [q for q in self.quantize if q not in QUANT_CHOICES]
+        bad += [r for r in self.runtimes if r not in RUNTIME_CHOICES]
+        bad += [r for r in self.recoveries if r not in ("kd", "finetune")]
+        bad += [p for p in self.precisions if p not in ("f32", "bf16")]
+        bad += [h for h in self.hints if h not in ("latency", "throughput")]
+        if bad:
+            raise TorchslimError(
+                f"Unknown search-space choice(s): {', '.join(map(str, bad))}.",
+                f"quantize: {', '.join(QUANT_CHOICES)}; runtimes: {', '.join(RUNTIME_CHOICES)}; "
+                "recoveries: kd, finetune; precisions: f32, bf16; hints: latency, throughput.",
+            )
+        if any(not 0.0 <= r < 1.0 for r in self.prune_ratios) or not self.prune_ratios:
+            raise TorchslimError(
+                "Pruning ratios must be in [0, 1).", "E.g. prune_ratios: [0, 0.5]."
+            )
+        if self.recovery_epochs <= 0 or any(t < 1 for t in self.threads):
+            raise TorchslimError("recovery_epochs and threads must be positive.")
+
+    def dimensions(self) -> dict[str, list[Any]]:
+        """The categorical choices per dimension (what a sampler draws from)."""
+        cores = os.cpu_count() or 1
+        return {
+            "prune": list(self.prune_ratios),
+            "recover": list(self.recoveries),
+            "quantize": list(self.quantize),
+            "runtime": list(self.runtimes),
+            "precision": list(self.precisions) if _has_native_bf16() else ["f32"],
+            "hint": list(self.hints),
+            "threads": list(self.threads or (cores,)),
+        }
+
+    def recipe(self, choice: Choice, base: Any) -> Any:
+        """The recipe for one choice per dimension, or ``None`` when the combination is invalid
+        or a duplicate of a canonical one (dimensions that do not apply take their first value).
+
+        Args:
+            choice: The values drawn.
+            base: A :class:`~torchslim.recipe.Recipe` carrying batch sizes, data and seed.
+        """
+        from torchslim.passes.prune import PruneConfig, PruneTarget
+        from torchslim.passes.quantize import QuantBackend, QuantizeConfig, QuantMethod
+        from torchslim.runtimes.configs import (
+            EagerConfig,
+            OpenVINOConfig,
+            OrtConfig,
+            PerformanceHint,
+            Precision,
+        )
+        from torchslim.train import DistillConfig, DistillMethod
+
+        dims = self.dimensions()
+        steps: list[Any] = []
+        if choice.prune > 0:
+            recover = DistillConfig(
+                method=DistillMethod(choice.recover), epochs=self.recovery_epochs, seed=base.seed
+            )
+            steps.append(
+                PruneConfig(
+                    ratio=choice.prune,
+                    target=PruneTarget.FLOPS,
+                    round_to=self.round_to,
+                    recover=recover,
+                )  # type: ignore[arg-type]
+            )
+        elif choice.recover != dims["recover"][0]:
+            return None
+        quant = choice.quantize
+        rt = choice.runtime
+        if quant != "none":
+            method, backend = quant.split("/")
+            steps.append(QuantizeConfig(QuantMethod(method), QuantBackend(backend), seed=base.seed))
+            implied = {"openvino": "openvino", "onnxruntime": "onnxruntime", "torch": "eager"}
+            if rt != dims["runtime"][0]:
+                return None  # the backend implies the runtime: keep one canonical choice
+            rt = implied[backend]
+        uses_ov = rt == "openvino"
+        if not uses_ov and (
+            choice.precision != dims["precision"][0] or choice.hint != dims["hint"][0]
+        ):
+            return None
+        threads = choice.threads
+        if rt == "openvino":
+            precision = (
+                Precision.DEFAULT if quant.endswith("openvino") else Precision(choice.precision)
+            )
+            runtime: Any = OpenVINOConfig(
+                precision=precision, performance_hint=PerformanceHint(choice.hint), threads=threads
+            )
+            if quant.endswith("openvino") and choice.precision != dims["precision"][0]:
+                return None
+        elif rt == "onnxruntime":
+            runtime = OrtConfig(intra_op_threads=threads)
+        else:
+            runtime = None if quant.endswith("torch") else EagerConfig(threads=threads)
+        return replace(base, steps=tuple(steps), runtime=runtime)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One value per dimension of a :class:`SearchSpace`."""
+
+    prune: float
+    recover: str
+    quantize: str
+    runtime: str
+    precision: str
+    hint: str
+    threads: int
+
+
+def _has_native_bf16() -> bool:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in text or "amx_bf16" in text
+
+
+PRESETS: dict[str, SearchSpace] = {
+    "fast": SearchSpace(),
+    "balanced": SearchSpace(prune_ratios=(0.0, 0.3, 0.5), recovery_epochs=1.0),
+    "thorough": SearchSpace(
+        prune_ratios=(0.0, 0.25, 0.5, 0.7),
+        recovery_epochs=3.0,
+        quantize=QUANT_CHOICES,
+        runtimes=("openvino", "onnxruntime", "eager"),
+        hints=("latency", "throughput"),
+    ),
+}
+
+
+def load_space(preset_or_path: str) -> SearchSpace:
+    """A preset name (``fast``, ``balanced``, ``thorough``) or a YAML file of
+    :class:`SearchSpace` fields (``yaml.safe_load``; unknown fields are refused)."""
+    if preset_or_path in PRESETS:
+        return PRESETS[preset_or_path]
+    path = Path(preset_or_path)
+    if not path.is_file():
+        raise TorchslimError(
+            f"Unknown search space '{preset_or_path}'.",
+            f"Use a preset ({', '.join(PRESETS)}) or a YAML file of SearchSpace fields.",
+        )
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError:
+        raise TorchslimError(f"'{path}' is not valid YAML.", "Fix the file.") from None
+    known = {f.name for f in fields(SearchSpace)}
+    if not isinstance(data, dict) or set(data) - known:
+        unknown = sorted(set(data) - known) if isinstance(data, dict) else ["(not a mapping)"]
+        raise TorchslimError(
+            f"'{path}' has unknown search-space field(s): {', '.join(unknown)}.",
+            f"Known: {', '.join(sorted(known))}.",
+        )
+    tuples: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    return SearchSpace(**tuples)

@@ -1,0 +1,286 @@
+"""optimize: the space, the acceptance rules, isolation of crashing candidates, the time budget,
+resume, the best-so-far artifact and the report — on the real bundled CNN and data."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from torchslim.errors import TorchslimError
+from torchslim.recipe import Recipe
+from torchslim.search import PRESETS, SearchSpace, engine, load_space
+from torchslim.search.engine import SearchRecord, _reasons
+from torchslim.search.space import Choice
+
+CALIB = "torchslim:fashion_mnist?split=train&limit=128"
+EVAL = "torchslim:fashion_mnist?limit=300"
+
+
+def _choices(space: SearchSpace) -> list[Choice]:
+    return [Choice(**c) for c in engine._all_choices(space.dimensions())]
+
+
+def test_space_yields_valid_unique_recipes_only() -> None:
+    space = PRESETS["balanced"]
+    recipes = [space.recipe(c, Recipe()) for c in _choices(space)]
+    valid = [r for r in recipes if r is not None]
+    assert valid, "the space must propose something"
+    keys = [engine._key(r) for r in valid]
+    assert len(keys) == len(set(keys))  # canonical: no duplicate recipes
+    for r in valid:
+        r.validate()  # every proposal runs
+        names = [type(s).__name__ for s in r.steps]
+        assert names in (
+            [],
+            ["PruneConfig"],
+            ["QuantizeConfig"],
+            ["PruneConfig", "QuantizeConfig"],
+        )
+        prune = [s for s in r.steps if type(s).__name__ == "PruneConfig"]
+        if prune:
+            assert prune[0].recover is not None and prune[0].round_to == 8
+    recoveries = {s.recover.method.value for r in valid for s in r.steps if hasattr(s, "recover")}
+    assert recoveries == {"kd", "finetune"}  # the recovery is a choice the search makes
+
+
+def test_user_space_from_yaml_and_bad_fields(tmp_path: Path) -> None:
+    good = tmp_path / "space.yaml"
+    good.write_text("prune_ratios: [0.0, 0.5]\nquantize: [none, static/openvino]\n")
+    space = load_space(str(good))
+    assert space.prune_ratios == (0.0, 0.5) and space.quantize == ("none", "static/openvino")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("prune_ratio: [0.5]\n")
+    with pytest.raises(TorchslimError, match="prune_ratio"):
+        load_space(str(bad))
+    with pytest.raises(TorchslimError, match="warp/drive"):
+        SearchSpace(quantize=("warp/drive",))
+    with pytest.raises(TorchslimError, match="Unknown search space"):
+        load_space("nonexistent")
+
+
+def _rec(
+    drop: float | None,
+    ratio: float,
+    lo: float,
+    size: float = 1.0,
+    cosine: float = 1.0,
+    key: str = "k",
+) -> SearchRecord:
+    return SearchRecord(
+        {},
+        ["x"],
+        status="rejected",
+        drop_points=drop,
+        cosine=cosine,
+        size_mb=size,
+        latency_ms={"1": 10.0 / ratio},
+        speedup={"1": {"ratio": ratio, "ci95": [lo, ratio * 1.1]}},
+        key=key,
+        accuracy=None if drop is None else 0.9 - drop / 100,
+    )
+
+
+def test_acceptance_rules_with_known_numbers() -> None:
+    c = {"max_drop_points": 1.0, "min_cosine": 0.99, "max_size_mb": 2.0, "target_latency_ms": 6.0}
+    assert _reasons(_rec(0.5, 2.0, 1.8), c, 1) == []
+    assert "drop 1.50 points" in _reasons(_rec(1.5, 2.0, 1.8), c, 1)[0]
+    assert "not measurably faster" in _reasons(_rec(0.0, 1.05, 0.97), c, 1)[0]
+    assert "slower" not in " ".join(_reasons(_rec(0.0, 2.0, 1.8), c, 1))
+    assert any("size" in r for r in _reasons(_rec(0.0, 2.0, 1.8, size=3.0), c, 1))
+    assert any("latency" in r for r in _reasons(_rec(0.0, 1.5, 1.2), c, 1))  # 6.7 ms > 6
+    assert "cosine" in _reasons(_rec(None, 2.0, 1.8, cosine=0.9), c, 1)[0]
+    noisy = _rec(0.0, 2.0, 1.8)
+    noisy.noisy = True
+    assert any("noisy" in r for r in _reasons(noisy, c, 1))
+
+
+def test_pareto_keeps_only_non_dominated_records() -> None:
+    a = _rec(0.0, 2.0, 1.8, size=1.0, key="a")  # accurate, 5 ms
+    b = _rec(0.5, 4.0, 3.5, size=0.5, key="b")  # less accurate, faster, smaller
+    c = _rec(0.6, 2.0, 1.8, size=1.0, key="c")  # dominated by a
+    failed = SearchRecord({}, ["x"], key="f")
+    assert engine._pareto([a, b, c, failed], 1) == ["a", "b"]
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    out = tmp_path_factory.mktemp("opt") / "out"
+    space = SearchSpace(
+        quantize=("static/onnxruntime", "dynamic/torch"),
+        runtimes=("onnxruntime",),
+        precisions=("f32",),
+    )
+    result = engine.optimize(
+        "torchslim:fashion_cnn",
+        calib=CALIB,
+        eval=EVAL,
+        space=space,
+        out=out,
+        time_budget_s=600,
+        min_time_s=0.2,
+        threads=2,
+    )
+    return out, result
+
+
+@pytest.mark.slow
+def test_search_chooses_an_accepted_candidate_and_writes_everything(
+    searched: tuple[Path, Any],
+) -> None:
+    from torchslim.artifact import load_artifact
+
+    out, result = searched
+    data = json.loads((out / "search.json").read_text())
+    assert data["stopped"] == "space exhausted" and len(data["candidates"]) == 2
+    for c in data["candidates"]:
+        assert c["status"] in ("accepted", "rejected", "failed")
+        if c["status"] != "failed":
+            # measured in the shipped runtime, after re-loading its files
+            assert c["drop_points"] == pytest.approx(
+                100 * (data["baseline"]["accuracy"] - c["accuracy"])
+            )
+            assert c["drop_ci95"][0] <= c["drop_points"] <= c["drop_ci95"][1] + 1e-9
+            assert c["size_mb"] == pytest.approx(load_artifact(c["artifact"]).size_mb)
+    if result.chosen is not None:
+        ch = result.chosen
+        assert ch.status == "accepted" and ch.drop_points <= 1.0
+        assert ch.speedup["1"]["ci95"][0] > 1.0
+        accepted = [c for c in result.candidates if c.status == "accepted"]
+        assert ch.speedup["1"]["ratio"] == max(c.speedup["1"]["ratio"] for c in accepted)
+        art = load_artifact(out / "best")
+        assert art.recipe.to_dict() == ch.recipe
+    html = (out / "report.html").read_text()
+    assert "<svg" in html and '<table class="sortable"' in html
+    embedded = html.split('id="search-data">', 1)[1].split("</script>", 1)[0]
+    assert json.loads(embedded)["candidates"][0]["key"] == data["candidates"][0]["key"]
+
+
+@pytest.mark.slow
+def test_resume_keeps_finished_candidates(searched: tuple[Path, Any]) -> None:
+    out, first = searched
+    before = {c.key: Path(c.artifact).stat().st_mtime for c in first.candidates if c.artifact}
+    again = engine.optimize(
+        "torchslim:fashion_cnn",
+        calib=CALIB,
+        eval=EVAL,
+        space=SearchSpace(
+            quantize=("static/onnxruntime", "dynamic/torch"),
+            runtimes=("onnxruntime",),
+            precisions=("f32",),
+        ),
+        out=out,
+        resume=True,
+        time_budget_s=600,
+        min_time_s=0.2,
+        threads=2,
+    )
+    assert {c.key for c in again.candidates} == {c.key for c in first.candidates}
+    for key, mtime in before.items():  # nothing rebuilt
+        assert Path(out / "candidates" / key).stat().st_mtime == mtime
+
+
+@pytest.mark.slow
+def test_a_crashing_candidate_is_recorded_and_the_search_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = engine._worker
+    calls = []
+
+    def crash_first(recipe: Recipe, model: str, out: Path, **kw: Any) -> dict[str, Any]:
+        calls.append(out)
+        if len(calls) == 1:  # a real process that dies as a segfaulting backend would
+            proc = subprocess.run([sys.executable, "-c", "import os; os._exit(139)"])
+            return {"error": f"exit code {proc.returncode}"}
+        return real(recipe, model, out, **kw)
+
+    monkeypatch.setattr(engine, "_worker", crash_first)
+    result = engine.optimize(
+        "torchslim:fashion_cnn",
+        calib=CALIB,
+        eval=EVAL,
+        space=SearchSpace(
+            quantize=("none", "static/onnxruntime"), runtimes=("onnxruntime",), precisions=("f32",)
+        ),
+        out=tmp_path / "o",
+        time_budget_s=600,
+        min_time_s=0.2,
+        threads=2,
+    )
+    statuses = [c.status for c in result.candidates]
+    assert statuses[0] == "failed" and "139" in (result.candidates[0].reason or "")
+    assert len(result.candidates) == 2 and statuses[1] != "failed"
+
+
+def test_time_budget_stops_proposing(tmp_path: Path) -> None:
+    result = engine.optimize(
+        "torchslim:fashion_cnn",
+        calib=CALIB,
+        eval=EVAL,
+        out=tmp_path / "o",
+        time_budget_s=0.001,
+        min_time_s=0.1,
+    )
+    assert result.stopped == "time budget" and result.candidates == []
+    assert result.chosen is None
+    assert (tmp_path / "o" / "search.json").is_file() and (tmp_path / "o" / "report.html").is_file()
+
+
+def test_bad_inputs_fail_before_any_work(tmp_path: Path) -> None:
+    with pytest.raises(TorchslimError, match="evaluation data"):
+        engine.optimize("torchslim:fashion_cnn", calib=CALIB, out=tmp_path / "a")
+    with pytest.raises(TorchslimError, match="training data"):
+        engine.optimize(
+            "torchslim:fashion_cnn", calib=CALIB, eval=EVAL, space="balanced", out=tmp_path / "b"
+        )
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "x").write_text("mine")
+    with pytest.raises(TorchslimError, match="not empty"):
+        engine.optimize("torchslim:fashion_cnn", calib=CALIB, eval=EVAL, out=busy)
+    assert (busy / "x").read_text() == "mine"
+
+
+@pytest.mark.slow
+def test_best_so_far_survives_a_kill(tmp_path: Path) -> None:
+    from torchslim.artifact import load_artifact
+
+    out = tmp_path / "o"
+    cmd = [
+        sys.executable,
+        "-m",
+        "torchslim.cli.main",
+        "optimize",
+        "torchslim:fashion_cnn",
+        "--calib",
+        CALIB,
+        "--eval",
+        EVAL,
+        "--out",
+        str(out),
+        "--min-time",
+        "0.2",
+        "--time-budget",
+        "10m",
+    ]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    deadline = time.time() + 400
+    while time.time() < deadline and not (out / "best" / "manifest.json").is_file():
+        if proc.poll() is not None:
+            break
+        time.sleep(1)
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert (out / "best" / "manifest.json").is_file(), "a best candidate should exist by now"
+    art = load_artifact(out / "best")  # complete and hash-verified, whatever the kill hit
+    assert art.recipe.steps or art.recipe.runtime is not None
