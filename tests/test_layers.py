@@ -45,6 +45,8 @@ FLOORS: dict[str, int] = {
     "slim": 4,
     "quantization": 4,
     "demo": 4,
+    "search": 4,
+    "report": 4,
     "cli": 5,
 }
 # Within floor 1, reference models/data are above the loaders (models/data reach them through

@@ -5,8 +5,9 @@ Phases, always in this order and each timed::
 
     validate   the recipe fits together (before any work)
     passes     each step on a private copy (the caller's model is never modified)
-    runtime    the recipe's runtime is built from the result (a lowered ONNX/OpenVINO model from a
-               quantization step is rebuilt with the recipe's runtime settings)
+    runtime    the recipe's runtime is built from what the last step produced: the module, or the
+               ONNX / OpenVINO model a quantization step lowered to (with that runtime's default
+               settings when the recipe names none; see Recipe.default_runtime_name)
     parity     a runtime built from a float module must compute what that module computes
     evaluate   task metric + fidelity against the *original* model on the same data
     measure    (optional) baseline and candidate measured interleaved at the recipe's batch sizes
@@ -142,9 +143,13 @@ def _evaluator(
 
 
 def _metric_for(data: DataSet, task: str) -> Any:
-    """Top-1, or polarity accuracy of embeddings for sentence encoders on labelled text."""
+    """Top-1, or polarity accuracy of embeddings for sentence encoders on labelled text.
+
+    A model of unknown task on ``text_polarity`` is taken for a sentence encoder; one that says
+    it is a classifier (an ``hf:`` sequence classifier) is scored on its own logits (top-1).
+    """
     text = len(data.inputs) == 2 and data.num_classes == 2 and data.name.endswith("text_polarity")
-    if data.has_labels and (task == "embedding" or text):
+    if data.has_labels and (task == "embedding" or (text and task == "unknown")):
         from torchslim.evaluate import embedding_polarity_metric
 
         return embedding_polarity_metric
@@ -346,14 +351,7 @@ def _run(
         from torchslim.runtimes import default_config
 
         runtime_config = default_config(lowered)
-    last: Any = recipe.steps[-1] if recipe.steps else None
-    if (
-        runtime_config is None
-        and rep == Representation.QUANTIZED_MODULE
-        and type(last).__name__ == "QuantizeConfig"
-        and getattr(last, "compile", False)
-        and getattr(last.method, "value", last.method) in ("static", "qat")
-    ):
+    if runtime_config is None and recipe.default_runtime_name() == "inductor":
         from torchslim.runtimes.configs import InductorConfig
 
         runtime_config = InductorConfig()

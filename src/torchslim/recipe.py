@@ -121,10 +121,26 @@ class Recipe:
         if self.runtime is not None:
             lines.append(f"runtime {_short(self.runtime)}")
         else:
-            last = _produces(self.steps[-1]) if self.steps else Representation.MODULE
-            default = {Representation.ONNX: "onnxruntime", Representation.OPENVINO: "openvino"}
-            lines.append(f"runtime {default.get(last, 'eager')}")
+            lines.append(f"runtime {self.default_runtime_name()}")
         return lines
+
+    def default_runtime_name(self) -> str:
+        """The runtime the result runs in when ``runtime`` is ``None``: the backend's own for a
+        quantization lowered to ONNX Runtime / OpenVINO, Inductor for a torch static/QAT INT8
+        graph with ``compile`` on, else eager."""
+        last = _produces(self.steps[-1]) if self.steps else Representation.MODULE
+        if last == Representation.ONNX:
+            return "onnxruntime"
+        if last == Representation.OPENVINO:
+            return "openvino"
+        step = self.steps[-1] if self.steps else None
+        if (
+            last == Representation.QUANTIZED_MODULE
+            and getattr(step, "compile", False)
+            and getattr(getattr(step, "method", None), "value", None) in ("static", "qat")
+        ):
+            return "inductor"
+        return "eager"
 
     # ---- checking -----------------------------------------------------------------------------
     def validate(self) -> list[str]:
@@ -268,8 +284,10 @@ class Recipe:
             mark = getattr(exc, "problem_mark", None)
             at = f" at line {mark.line + 1}" if mark is not None else ""
             if isinstance(exc, yaml.constructor.ConstructorError):  # e.g. !!python/object
+                tag = str(getattr(exc, "problem", "")).rsplit(" ", 1)[-1].strip("'")
                 raise RecipeError(
-                    f"{where} uses a YAML tag torchslim refuses{at} ({exc.problem}).",
+                    f"{where} is not valid YAML for a recipe{at}: the tag "
+                    f"'{tag.replace('tag:yaml.org,2002:', '!!')}' is refused.",
                     "Recipes are plain YAML without tags (tags such as !!python/object run code); "
                     "write it as torchslim does.",
                 ) from None

@@ -23,6 +23,7 @@ from torchslim.passes.quantize import (
     list_quant_methods,
     quantize_once,
 )
+from torchslim.runtimes.configs import OpenVINOConfig, OrtConfig
 
 torch.set_num_threads(2)
 
@@ -379,7 +380,7 @@ def test_lowering_pass_returns_a_representation_its_runtime_builds_exactly(
 @pytest.mark.skipif(not (_HAS_ORT and _HAS_OV), reason="needs onnxruntime and openvino/nncf")
 def test_representation_given_to_the_wrong_runtime_is_a_clear_error():
     from torchslim.runtimes import build
-    from torchslim.runtimes.configs import EagerConfig, OpenVINOConfig, OrtConfig
+    from torchslim.runtimes.configs import EagerConfig
 
     model = _small_cnn()
     calib = DataSet("c", (torch.randn(16, 1, 8, 8),))
@@ -425,4 +426,93 @@ def test_accuracy_aware_onnxruntime_evaluates_the_graph_and_keeps_layer_in_float
     acc = float((result.module.run(data.inputs[0]).argmax(1) == data.labels).float().mean())
     assert (1.0 - acc) * 100 <= 5.0
     graph = onnx.load(str(result.module.path)).graph
-    assert any(n.op_type in ("MatMulInteger", "DynamicQuantizeLinear") for n in graph.node)
+    ops = [n.op_type for n in graph.node]
+    assert ops.count("MatMulInteger") == 1  # fc_a in INT8
+    assert "Gemm" in ops or "MatMul" in ops  # fc_b in float
+
+
+# ---- through the pipeline: the recipe's runtime builds from what the pass produced -------------
+
+
+def _run(steps, runtime=None, **kw):
+    from torchslim.pipeline import RunData, run_recipe
+    from torchslim.recipe import Recipe
+
+    calib = DataSet("c", (torch.randn(64, 1, 8, 8, generator=torch.Generator().manual_seed(5)),))
+    return run_recipe(
+        Recipe(tuple(steps), runtime),
+        _small_cnn(),
+        data=RunData(calib=calib),
+        measure=False,
+        raise_errors=True,
+        **kw,
+    )
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torchao") is None, reason="no torchao")
+@pytest.mark.parametrize(("compile_", "runtime"), [(True, "inductor"), (False, "eager")])
+def test_pipeline_runs_torch_int8_on_inductor_unless_compile_is_off(compile_, runtime):
+    cand = _run([QuantizeConfig(method="static", compile=compile_)])
+    assert cand.runtime == runtime
+    assert cand.built is not None and isinstance(cand.built.module, nn.Module)
+    assert cand.evaluation is not None and cand.evaluation.fidelity.cosine > 0.99
+    if compile_:
+        from torchslim.runtimes.inductor import Int8Inductor
+
+        assert isinstance(cand.built.deployed, Int8Inductor)
+    else:
+        assert cand.built.deployed is None
+
+
+@pytest.mark.parametrize(
+    ("backend", "runtime", "expect"),
+    [
+        pytest.param(
+            "onnxruntime",
+            None,
+            {"intra_op_threads": None},
+            marks=pytest.mark.skipif(not _HAS_ORT, reason="no onnxruntime"),
+        ),
+        pytest.param(
+            "onnxruntime",
+            OrtConfig(intra_op_threads=1),
+            {"intra_op_threads": 1},
+            marks=pytest.mark.skipif(not _HAS_ORT, reason="no onnxruntime"),
+        ),
+        pytest.param(
+            "openvino",
+            None,
+            {"precision": "default"},
+            marks=pytest.mark.skipif(not _HAS_OV, reason="no openvino/nncf"),
+        ),
+        pytest.param(
+            "openvino",
+            OpenVINOConfig(threads=1),
+            {"precision": "f32", "threads": 1},
+            marks=pytest.mark.skipif(not _HAS_OV, reason="no openvino/nncf"),
+        ),
+    ],
+)
+def test_pipeline_builds_the_runtime_from_the_lowered_model(backend, runtime, expect):
+    cand = _run([QuantizeConfig(method="static", backend=backend)], runtime)
+    assert cand.runtime == backend
+    assert cand.built is not None and cand.built.module is None
+    cfg = cand.built.deployed.config
+    for key, value in expect.items():
+        assert getattr(getattr(cfg, key), "value", getattr(cfg, key)) == value, (key, cfg)
+    assert cand.evaluation is not None and cand.evaluation.fidelity.cosine > 0.99
+    assert (cand.built.files / "runtime" / "runtime.json").is_file()
+
+
+@pytest.mark.skipif(not _HAS_ORT, reason="no onnxruntime")
+def test_pipeline_continues_from_an_onnx_artifact_with_new_runtime_settings(tmp_path):
+    from torchslim.artifact import load_artifact, save_artifact
+
+    first = _run([QuantizeConfig(method="static", backend="onnxruntime")])
+    art = load_artifact(save_artifact(first, tmp_path / "art"))
+    recipe_steps = list(art.recipe.steps)
+    again = _run(recipe_steps, OrtConfig(intra_op_threads=1), start=art)
+    assert again.runtime == "onnxruntime"
+    assert again.built is not None and again.built.deployed.config.intra_op_threads == 1
+    x = torch.randn(3, 1, 8, 8)
+    assert torch.equal(again.built(x), art(x))  # the artifact's graph, new session settings

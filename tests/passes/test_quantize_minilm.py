@@ -39,25 +39,32 @@ def test_transformer_is_detected(minilm):
 def test_static_openvino_int8_keeps_polarity_and_fidelity(minilm):
     pytest.importorskip("openvino")
     pytest.importorskip("nncf")
-    import torchslim
     from torchslim.passes.quantize import QuantizeConfig
+    from torchslim.pipeline import RunData, run_recipe
+    from torchslim.recipe import Recipe
 
     loaded, polarity = minilm
-    q = torchslim.quantize(
+    config = QuantizeConfig(method="static", backend="openvino", num_calibration_samples=64)
+    cand = run_recipe(
+        Recipe((config,)),
         loaded,
-        QuantizeConfig(method="static", backend="openvino", num_calibration_samples=64),
-        calib=polarity,
-        eval=polarity,
+        data=RunData(calib=polarity, eval=polarity),
+        measure=False,
+        raise_errors=True,
     )
-    rep = q.reports[0]
+    rep = cand.reports[0]
     assert rep["model_type"] == "transformer"
-    assert q.baseline.metric == "polarity_accuracy"
-    before, after = q.baseline_accuracy, q.accuracy
+    assert cand.runtime == "openvino"
+    assert cand.baseline is not None and cand.evaluation is not None
+    assert cand.baseline.metric == "polarity_accuracy"
+    before, after = cand.baseline.value, cand.evaluation.value
     assert 0.6 < before < 0.85  # the FP32 encoder really solves the task (~0.73)
     assert after >= before - 0.03, (before, after)
-    assert q.evaluation.fidelity.cosine >= 0.98
+    assert cand.evaluation.fidelity.cosine >= 0.98
     assert rep["calibration_samples"] == 64
     # INT8 weights: the transformer layers shrink (the token embedding table stays float)
-    assert q.size_mb < 0.5 * q.baseline_size_mb
-    emb = q(*(x[:4] for x in polarity.inputs))
+    module = loaded.module
+    fp32_mb = sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
+    assert cand.size_mb is not None and cand.size_mb < 0.5 * fp32_mb / 1e6
+    emb = cand.built(*(x[:4] for x in polarity.inputs))
     assert emb.shape == (4, 384) and torch.isfinite(emb).all()

@@ -136,6 +136,9 @@ def quantize_dynamic(module: nn.Module, config: QuantizeConfig, ctx: PassContext
     ops = ("MatMul", "Gemm") if _transformer(module, config) else _OPS
     nodes = {k: v for k, v in layer_nodes(pre).items()}
     quantized, float_layers, exclude = _split_layers(module, config, nodes, ops)
+    # quantize_dynamic first rewrites each Gemm as MatMul (+ Add) named "<gemm>_MatMul": exclude
+    # those too, or an ignored Linear (exported as Gemm) would still be quantized.
+    exclude = [*exclude, *(f"{name}_MatMul" for name in exclude)]
     out = wd / "model.onnx"
     ort_quantize_dynamic(
         str(pre),
