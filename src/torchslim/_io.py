@@ -124,11 +124,11 @@ def check_out_dir(
             f"Cannot create --out '{out}': '{ancestor}' is not a writable directory.",
             "Choose a location you can write to.",
         )
-    # /proc, /sys and similar report writable to root but refuse new entries: try for real.
-    probe_parent = target.parent
+    # /proc, /sys and similar report writable to root but refuse new entries: try for real, in
+    # the deepest existing ancestor (creating the missing parents now would leave them behind
+    # when the command then fails; the atomic writer creates them at the end).
     try:
-        probe_parent.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.mkdtemp(prefix=".torchslim-probe-", dir=probe_parent)
+        probe = tempfile.mkdtemp(prefix=".torchslim-probe-", dir=ancestor)
         os.rmdir(probe)
     except OSError as exc:
         raise TorchslimError(

@@ -7,7 +7,7 @@ from typing import Any
 import typer
 
 from torchslim.cli import _run
-from torchslim.cli._common import DEBUG_OPTION, JSON_OPTION, handle_errors
+from torchslim.cli._common import DEBUG_OPTION, JSON_OPTION, Command, handle_errors
 
 __all__ = ["optimize", "parse_duration", "register"]
 
@@ -161,5 +161,9 @@ def print_search(d: dict[str, Any], con: Any) -> None:
 def register(app: typer.Typer) -> None:
     """Add the ``optimize`` command to ``app``."""
     app.command(
-        "optimize", help=_HELP, short_help="Search recipes within a budget.", no_args_is_help=True
+        "optimize",
+        help=_HELP,
+        short_help="Search recipes within a budget.",
+        no_args_is_help=True,
+        cls=Command,
     )(handle_errors(optimize))

@@ -42,6 +42,10 @@ def run(
     debug: bool = DEBUG_OPTION,
 ) -> None:
     """Replay RECIPE on MODEL."""
+    if out is not None:  # the recipe (or its artifact) is an input too: never write over it
+        from torchslim._io import check_out_dir
+
+        check_out_dir(out, force=force, inputs=(recipe,))
     r = _load_recipe(recipe, trust_code=trust_code)
     refs = r.data
     _run.run_command(

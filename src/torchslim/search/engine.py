@@ -494,11 +494,8 @@ def optimize(
     own = (out / "search.json").is_file() or (out / "study.db").is_file()
     if not resume:
         check_out_dir(out, force=force or own, inputs=(model, calib, eval, train))
-        if out.exists() and (force or own):
-            shutil.rmtree(out)
     elif not own:
         raise TorchslimError(f"Nothing to resume in '{out}'.", "Drop --resume to start a search.")
-    out.mkdir(parents=True, exist_ok=True)
     sp = load_space(space) if isinstance(space, str) else space
     if not batch_sizes or any(b < 1 for b in batch_sizes):
         raise TorchslimError(f"Invalid batch sizes {list(batch_sizes)}.", "Give e.g. 1,64.")
@@ -523,6 +520,10 @@ def optimize(
             "This search space has static quantization, which needs calibration data.",
             "Give --calib DATA (e.g. 512 training samples).",
         )
+    if not resume:  # every input checked: only now replace an earlier search's output
+        if out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True)
     say("Measuring the original")
     judge = _Judge(loaded, eval_ds, tuple(batch_sizes), threads, min_time_s)
     baseline = judge.baseline()
