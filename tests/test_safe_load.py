@@ -484,7 +484,9 @@ def test_cli_inspect_evil_pt2(evil: Callable[..., Any], tmp_path: Path) -> None:
     path, marker, before = evil("sample_inputs")
     result = _cli("inspect", str(path), "--json", cwd=tmp_path)
     assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr and result.stdout == ""
+    assert "Traceback" not in result.stderr
+    err = json.loads(result.stdout)  # under --json: one error object on stdout
+    assert err["exit_code"] == 2 and "data/sample_inputs/model.pt" in err["error"]
     assert "error:" in result.stderr and "data/sample_inputs/model.pt" in result.stderr
     assert "--trust-pickle" in result.stderr
     assert not marker.exists() and path.read_bytes() == before

@@ -60,10 +60,10 @@ def test_quantize_json_keys_and_output(tmp_path):
     assert (out / "manifest.json").is_file() and (out / "runtime" / "model.xml").is_file()
 
 
-@requires_reference
 def test_static_without_calibration_is_a_clear_error():
+    # a model with no bundled data (bundled ones default to their packaged calibration set)
     res = runner.invoke(
-        app, ["quantize", "torchslim:fashion_cnn", "--method", "static", "--no-latency"]
+        app, ["quantize", "support_models:sized", "--method", "static", "--no-latency"]
     )
     assert res.exit_code == 2
     assert "calibration data" in res.output and "--method dynamic" in res.output
