@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import re
 import struct
 import subprocess
@@ -419,7 +420,7 @@ def test_bad_image_folder_options(folder: Path, query: str, words: tuple[str, ..
         ("synthetic:1x4?n=2000000", ("n=2000000", "1 to 1000000")),
         ("synthetic:1x4?seed=99999999999999999999", ("seed=99999999999999999999", "0 to")),
         ("synthetic:1x4?seed=%0A", ("seed='\\n'",)),
-        ("synthetic:1x1000000x1000000?n=100000", ("GiB", "?n=")),
+        ("synthetic:1x1000x1000?n=10000", ("GiB", "?n=")),
         ("torchslim:fashion_mnist?split=validation", ("split='validation'", "'test', 'train'")),
         ("torchslim:fashion_mnist?full=maybe", ("full='maybe'",)),
         ("torchslim:fashion_mnist?size=28", ("'size'", "does not apply")),
@@ -638,7 +639,8 @@ def test_cli_inspect_bad_data_exits_2(app: typer.Typer, tmp_path: Path, case: st
     assert "Traceback" not in res.stderr and "Traceback" not in res.output
     errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and word in errors[0], res.stderr
-    assert res.stdout == ""
+    err = json.loads(res.stdout)  # under --json: one error object on stdout
+    assert err["exit_code"] == 2 and word in err["error"]
     assert _digest(path) == before
 
 
@@ -655,4 +657,4 @@ def test_cli_process_bad_data_has_no_traceback(tmp_path: Path) -> None:
     )
     assert res.returncode == 2, res.stderr
     assert "Traceback" not in res.stderr and word in res.stderr
-    assert res.stdout == ""
+    assert json.loads(res.stdout)["exit_code"] == 2
