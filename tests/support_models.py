@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
-import pytest
 import torch
 from torch import nn
 
-ASSETS = Path(__file__).resolve().parents[1] / "src" / "torchslim" / "reference" / "assets"
-HAVE_REFERENCE = (ASSETS / "fashion_cnn.safetensors").exists()
+_T = TypeVar("_T", bound=Callable[..., object])
 
-requires_reference = pytest.mark.skipif(
-    not HAVE_REFERENCE, reason="reference model assets not generated"
-)
+
+def requires_reference(test: _T) -> _T:
+    """No-op, kept for test files not yet migrated: the reference assets are tracked in git
+    (``src/torchslim/reference/assets``), so a test of them must fail, never skip, without them."""
+    return test
 
 
 class TinyCNN(nn.Module):
@@ -50,8 +52,8 @@ def tiny_dataset() -> list[tuple[torch.Tensor, int]]:
 
 def write_tiny_onnx(path: Path) -> None:
     """Write a 4->3 MatMul+Add ONNX graph with a dynamic batch axis."""
-    onnx = pytest.importorskip("onnx")
     import numpy as np
+    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     w = numpy_helper.from_array(np.ones((4, 3), dtype=np.float32), "w")

@@ -309,7 +309,6 @@ def test_real_module_with_memory_and_file_size(tmp_path: Path) -> None:
 
 
 def test_onnx_target_runs_in_onnxruntime(tmp_path: Path) -> None:
-    pytest.importorskip("onnxruntime")
     path = tmp_path / "tiny.onnx"
     write_tiny_onnx(path)
     target = BenchTarget.from_loaded(load_model(str(path)), threads=1)

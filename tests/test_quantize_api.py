@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
 import torch
 
 import torchslim
-from support_models import requires_reference
+from _deps import need
 from torchslim.artifact import ArtifactError, load_artifact
 from torchslim.errors import AccuracyBudgetError, TorchslimError
 from torchslim.quantization import QuantizeConfig
 
 torch.set_num_threads(2)
-
-pytestmark = requires_reference
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +54,8 @@ def _roundtrip(q, tmp_path, x):
     ],
 )
 def test_quantize_reports_and_round_trips(method, backend, data, tmp_path):
-    if backend == "openvino" and importlib.util.find_spec("nncf") is None:
-        pytest.skip("openvino extra not installed")
+    if backend == "openvino":
+        need("openvino", "nncf")
     calib, ev = data
     q = torchslim.quantize(
         "torchslim:fashion_cnn",

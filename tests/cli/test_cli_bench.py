@@ -16,6 +16,9 @@ from torchslim.cli import bench as bench_cli
 
 # Tiny budgets: a handful of calls per model and batch size, no wall-clock assertions.
 FAST = ["--repeats", "3", "--min-time", "0", "--max-time", "0.2"]
+# torchslim:fashion_cnn, per item: conv 1->32 3x3 pad 1 on 28² (2·784·32·9 = 451,584), conv
+# 32->64 3x3 pad 1 on 14² (2·196·64·288 = 7,225,344), fc 3136->128 (802,816) and 128->10 (2,560).
+FASHION_CNN_FLOPS = 451_584 + 7_225_344 + 802_816 + 2_560
 BATCH_KEYS = (
     "latency_ms",
     "first_call_ms",
@@ -130,14 +133,6 @@ def test_human_table(app: typer.Typer, fake_peak: list[Any]) -> None:
 
 
 def test_reference_model_and_onnx(app: typer.Typer, tmp_path: Path) -> None:
-    from torchslim.errors import SourceError
-    from torchslim.models import load_model
-
-    try:
-        load_model("torchslim:fashion_cnn")
-    except SourceError as exc:
-        pytest.skip(f"reference model unavailable: {exc}")
-    pytest.importorskip("onnxruntime")
     from support_models import write_tiny_onnx
 
     onnx_path = tmp_path / "tiny.onnx"
@@ -145,7 +140,8 @@ def test_reference_model_and_onnx(app: typer.Typer, tmp_path: Path) -> None:
     result = _invoke(app, "torchslim:fashion_cnn", "--batch", "2", *FAST, "--no-peak", "--json")
     assert result.exit_code == 0, result.output
     rec = json.loads(result.stdout)["models"]["torchslim:fashion_cnn"]["batches"]["2"]
-    assert rec["params"] > 1000 and rec["flops"] > 0 and rec["percent_of_peak"] is None
+    assert rec["params"] == 421_642  # the bundled 2-conv CNN
+    assert rec["flops"] == 2 * FASHION_CNN_FLOPS and rec["percent_of_peak"] is None
 
     result = _invoke(app, str(onnx_path), "--batch", "1,2", *FAST, "--no-peak", "--json")
     assert result.exit_code == 0, result.output
@@ -173,3 +169,29 @@ def test_bad_input_exits_2_with_one_line_error(
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message in errors[0]
     assert "Traceback" not in result.output and result.stdout == ""
+
+
+def test_percent_of_peak_end_to_end(
+    app: typer.Typer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real (short) GEMM peak measurement, cached, then % of it for a conv model."""
+    import functools
+
+    monkeypatch.setenv("TORCHSLIM_CACHE_DIR", str(tmp_path / "cache"))
+    # the real benchmark, on a short budget: 512² products, 0.1 s per dtype
+    short = functools.partial(machine.measure_peak, size=512, min_time_s=0.1, max_call_s=0.5)
+    monkeypatch.setattr(machine, "measure_peak", short)
+    args = ("torchvision:resnet18", "--input-shape", "1x3x64x64", "--threads", "2")
+    result = _invoke(app, *args, *FAST, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    peak = report["peak"]
+    assert peak["threads"] == 2 and peak["device"] == "cpu"
+    assert peak["gflops"]["fp32"] > 1.0  # measured here, not a fixed number
+    rec = report["models"]["torchvision:resnet18"]["batches"]["1"]
+    assert rec["flops"] > 1e8
+    assert 0 < rec["percent_of_peak"] < 200, rec["percent_of_peak"]
+    achieved = rec["flops"] / (rec["latency_ms"]["p50"] / 1e3) / 1e9
+    assert rec["percent_of_peak"] == pytest.approx(
+        100 * achieved / peak["gflops"]["fp32"], rel=0.25
+    )

@@ -65,3 +65,30 @@ def test_unknown_runtime_is_a_clear_error() -> None:
     res = CliRunner().invoke(app, ["bench", *TINY, *QUICK, "--runtime", "warpdrive"])
     assert res.exit_code == 2
     assert "Unknown runtime 'warpdrive'" in res.stderr
+
+
+@pytest.mark.slow
+def test_bench_all_runtimes_parity_checked_and_fastest_named() -> None:
+    from torchslim.runtimes import RUNTIMES, list_runtimes
+    from torchslim.runtimes.auto import DEFAULT_RUNTIMES
+
+    out = _bench("--runtime", "all", "--batch", "1", "--threads", "1")
+    list_runtimes()
+    expected = {n for n in DEFAULT_RUNTIMES if RUNTIMES.get(n).available()}
+    # everything CI installs is available here (tensorrt needs a GPU)
+    assert expected >= {"eager", "inductor", "torchscript", "onnxruntime", "openvino"}
+    info = out["runtime"]["models"]["support_models:tiny"]
+    assert info["failures"] == []
+    variants = info["variants"]
+    assert {v["runtime"] for v in variants.values()} == expected
+    for label, v in variants.items():
+        assert v["parity"]["passed"] is True, label
+        assert label in out["models"]  # and each one was measured
+        rec = out["models"][label]["batches"]["1"]
+        assert rec["latency_ms"]["p50"] > 0 and rec["ratio_vs_first"]["speedup"] > 0
+    assert out["runtime"]["mode"] == "all"
+    fastest = out["runtime"]["fastest"]["support_models:tiny"]["1"]
+    names = {label.split(" · ", 1)[1] for label in out["models"]}
+    assert fastest in names
+    best = min(out["models"].values(), key=lambda m: m["batches"]["1"]["latency_ms"]["p50"])
+    assert out["models"][f"support_models:tiny · {fastest}"] == best

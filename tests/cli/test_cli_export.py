@@ -130,3 +130,48 @@ def test_tensorrt_unavailable_is_clean(app: typer.Typer, tmp_path: Path) -> None
         "1x1x8x8",
     )
     assert res.exit_code == 2 and "Backend 'tensorrt' is not available" in res.stderr
+
+
+@pytest.mark.parametrize(
+    ("runtime", "files"),
+    [
+        ("openvino", ["runtime/model.bin", "runtime/model.xml", "runtime/runtime.json"]),
+        ("export", None),
+        pytest.param("inductor", None, marks=pytest.mark.slow),
+    ],
+)
+def test_export_reloads_as_an_artifact_equal_to_the_model(
+    app: typer.Typer, tmp_path: Path, runtime: str, files: list[str] | None
+) -> None:
+    if runtime == "openvino":
+        from _deps import need
+
+        need("openvino")
+    import torchslim
+    from support_models import tiny
+
+    out = tmp_path / runtime
+    res = _invoke(
+        app,
+        "support_models:tiny",
+        "-r",
+        runtime,
+        "-o",
+        str(out),
+        "--input-shape",
+        "1x1x8x8",
+        "--json",
+    )
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert data["runtime"] == runtime and data["parity"]["passed"] is True
+    assert data["artifact"] == str(out)
+    assert all(f.startswith("runtime/") for f in data["files"]) and data["files"]
+    if files is not None:
+        assert data["files"] == files
+    art = torchslim.load_artifact(out)
+    assert art.capabilities.runtime == runtime
+    model = tiny().eval()
+    for batch in (1, 3):
+        x = torch.rand(batch, 1, 8, 8, generator=torch.Generator().manual_seed(batch))
+        torch.testing.assert_close(art(x), model(x), rtol=1e-4, atol=1e-5)

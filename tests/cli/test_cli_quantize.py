@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
 from typer.testing import CliRunner
 
-from support_models import requires_reference
+from _deps import need
 from torchslim.cli.main import app
 
 runner = CliRunner()
 
 
-@requires_reference
-@pytest.mark.skipif(importlib.util.find_spec("nncf") is None, reason="openvino extra missing")
+@pytest.mark.openvino
 def test_quantize_json_keys_and_output(tmp_path):
+    need("openvino", "nncf")
     out = tmp_path / "cnn_int8"
     res = runner.invoke(
         app,
@@ -59,6 +58,23 @@ def test_quantize_json_keys_and_output(tmp_path):
     assert d["size_mb"] < d["baseline_size_mb"] / 2  # INT8 weights, MB of the shipped files
     assert (out / "manifest.json").is_file() and (out / "runtime" / "model.xml").is_file()
 
+    # The output reloads through the public API and scores what the report said ...
+    import torchslim
+    from torchslim.data import load_data
+    from torchslim.evaluate import predict, top1_accuracy
+
+    art = torchslim.load_artifact(out)
+    assert art.capabilities.runtime == "openvino"
+    ev = load_data("torchslim:fashion_mnist?limit=400")
+    assert top1_accuracy(predict(art, ev), ev) == pytest.approx(d["accuracy"], abs=0.0026)
+    # ... and is itself a model source for `torchslim bench`.
+    fast = ["--repeats", "3", "--min-time", "0", "--max-time", "0.2", "--no-peak"]
+    res = runner.invoke(app, ["bench", str(out), "--batch", "1", *fast, "--json"])
+    assert res.exit_code == 0, res.output
+    rec = json.loads(res.stdout)["models"][str(out)]["batches"]["1"]
+    assert rec["latency_ms"]["p50"] > 0
+    assert rec["size_mb"] == pytest.approx(d["size_mb"], rel=0.01)
+
 
 def test_static_without_calibration_is_a_clear_error():
     # a model with no bundled data (bundled ones default to their packaged calibration set)
@@ -75,7 +91,6 @@ def test_unknown_method_is_a_clear_error():
     assert "Unknown QuantMethod" in res.output
 
 
-@requires_reference
 def test_human_output_lists_float_layers():
     res = runner.invoke(
         app,

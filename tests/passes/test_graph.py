@@ -88,7 +88,8 @@ def test_linear_bn_fusion() -> None:
 
 
 def test_torchvision_resnet_fuses_every_bn() -> None:
-    tv = pytest.importorskip("torchvision")
+    import torchvision as tv
+
     model = _randomise_bn(tv.models.resnet18(num_classes=10))
     x = (torch.rand(2, 3, 32, 32),)
     result = apply_pass(model, FuseConfig(), PassContext(example_inputs=x))

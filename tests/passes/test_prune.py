@@ -122,7 +122,8 @@ def test_iterative_pruning_with_recovery_between_steps():
 
 
 def test_pruned_model_exports_onnx_and_torchscript(tmp_path):
-    ort = pytest.importorskip("onnxruntime")
+    import onnxruntime as ort
+
     from torchslim.runtimes.onnx_export import export_onnx
 
     pruned = apply_pass(small_resnet(), PruneConfig(ratio=0.5), _ctx()).module.eval()
@@ -272,3 +273,16 @@ def test_top_level_api_names():
     assert torchslim.PruneConfig is PruneConfig
     res = torchslim.prune(small_resnet(), torchslim.PruneConfig(ratio=0.25), X, measure=False)
     assert res.reports[0]["method"] == "structured"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug in src/torchslim/passes/prune.py: with the default round_to=8, a structured ratio "
+    "that would round a layer's kept channels below 8 (0.8+ on SmallResNet's 32-channel layers) "
+    "prunes nothing at all, silently: no channels removed, no note, no error",
+)
+def test_a_higher_ratio_never_prunes_less_without_saying_so():
+    low = apply_pass(small_resnet(), PruneConfig(ratio=0.7), _ctx())
+    high = apply_pass(small_resnet(), PruneConfig(ratio=0.9), _ctx())
+    said = any("note" in k or "warning" in k for k in high.report)
+    assert _params(high.module) <= _params(low.module) or said

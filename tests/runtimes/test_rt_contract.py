@@ -1,7 +1,8 @@
 """Every registered runtime, same contract: builds, passes parity, round-trips save/load.
 
 Generated from the registry, so a new runtime is tested as soon as it is registered. Runtimes not
-available here must refuse cleanly with BackendUnavailableError.
+available here must refuse cleanly with BackendUnavailableError, and every runtime whose backend is
+a declared dependency must be available (so a broken install fails rather than "refuses").
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import pytest
 import torch
 from rt_helpers import cnn_inputs, small_cnn
 
+from _deps import need
 from torchslim.config import config_from_dict, config_to_dict
 from torchslim.errors import BackendUnavailableError
 from torchslim.parity import check_parity
@@ -67,3 +69,18 @@ def test_build_parity_and_round_trip(name: str, tmp_path: Path) -> None:
         torch.testing.assert_close(again(*xb), deployed(*xb), rtol=1e-5, atol=1e-6)
     # the caller's module is never modified
     torch.testing.assert_close(model(*x), small_cnn()(*x))
+
+
+DECLARED = ("eager", "inductor", "torchscript", "export", "onnxruntime", "openvino")
+"""Runtimes whose backends are declared dependencies (core, or the dev extra's openvino)."""
+
+
+@pytest.mark.parametrize("name", DECLARED)
+def test_every_declared_runtime_is_available_here(name: str) -> None:
+    """A broken install must fail here, not turn the contract test into a passing refusal."""
+    assert name in NAMES
+    if name == "openvino":  # the dev extra's openvino: skips outside CI when not installed
+        need("openvino")
+    entry = next(e for e in list_runtimes() if e.name == name)
+    assert entry.reason() is None, f"{name} unavailable: {entry.reason()}"
+    assert entry.available()

@@ -5,7 +5,6 @@ representation it runs, and any runtime of the same kind builds from it."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ import torch
 from rt_helpers import cnn_inputs, small_cnn
 
 import torchslim.runtimes
+from _deps import need
 from torchslim.errors import TorchslimError
 from torchslim.lowering import (
     OnnxModel,
@@ -31,11 +31,6 @@ from torchslim.runtimes.configs import (
     Precision,
 )
 
-_HAS_ORT = importlib.util.find_spec("onnxruntime") is not None
-_HAS_OV = importlib.util.find_spec("openvino") is not None
-needs_ort = pytest.mark.skipif(not _HAS_ORT, reason="no onnxruntime")
-needs_ov = pytest.mark.skipif(not _HAS_OV, reason="no openvino")
-
 
 def _onnx_model(tmp: Path) -> OnnxModel:
     path = export_for_runtime(small_cnn(), cnn_inputs(), tmp / "float.onnx")
@@ -53,7 +48,6 @@ def test_rebuild_is_gone_and_default_config_needs_a_representation() -> None:
         default_config(small_cnn())
 
 
-@needs_ort
 def test_onnxruntime_builds_from_an_onnx_model_exactly(tmp_path: Path) -> None:
     rep = _onnx_model(tmp_path)
     assert is_lowered(rep) and rep.runtime == "onnxruntime" and rep.input_names == ["input"]
@@ -68,7 +62,6 @@ def test_onnxruntime_builds_from_an_onnx_model_exactly(tmp_path: Path) -> None:
     assert sorted(p.name for p in rep.path.parent.iterdir()) == ["model.onnx"]
 
 
-@needs_ort
 def test_onnxruntime_hands_back_its_graph_to_build_again(tmp_path: Path) -> None:
     d = build(small_cnn(), OrtConfig(), cnn_inputs())
     rep = d.representation()
@@ -81,10 +74,10 @@ def test_onnxruntime_hands_back_its_graph_to_build_again(tmp_path: Path) -> None
     torch.testing.assert_close(load_deployed(tmp_path / "rt")(*x), d(*x), atol=1e-5, rtol=1e-5)
 
 
-@needs_ov
 @pytest.mark.openvino
 @pytest.mark.parametrize("precision", ["f32", "default", "bf16"])
 def test_openvino_builds_from_an_openvino_model_exactly(precision: str) -> None:
+    need("openvino")
     rep = _ov_model(precision)
     assert is_lowered(rep) and rep.runtime == "openvino"
     cfg = default_config(rep)
@@ -96,10 +89,9 @@ def test_openvino_builds_from_an_openvino_model_exactly(precision: str) -> None:
     assert torch.equal(again(*x), d(*x))
 
 
-@needs_ort
-@needs_ov
 @pytest.mark.openvino
 def test_a_representation_for_another_runtime_is_a_clear_error(tmp_path: Path) -> None:
+    need("openvino")
     from torchslim.runtimes import ort, ov
 
     onnx_model, ov_model = _onnx_model(tmp_path), _ov_model()
@@ -119,7 +111,6 @@ def test_a_representation_for_another_runtime_is_a_clear_error(tmp_path: Path) -
         assert kind in text and runtime in text and have in text, text
 
 
-@pytest.mark.skipif(importlib.util.find_spec("torchao") is None, reason="no torchao")
 def test_inductor_compiles_a_pt2e_int8_graph_like_any_module() -> None:
     from torchslim.data import DataSet
     from torchslim.passes import PassContext, apply_pass

