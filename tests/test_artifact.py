@@ -92,12 +92,6 @@ def test_a_flipped_byte_is_refused_naming_the_file(
         load_artifact(copy, verify=False)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the refusal's hint says 'pass --no-verify to load it anyway' "
-    "(src/torchslim/artifact.py _verify), but no command has that option: "
-    "cli/_run.py defines NO_VERIFY_OPTION and nothing uses it, so the hint cannot be followed",
-)
 def test_the_no_verify_hint_names_a_real_option(
     cnn_run: tuple[Path, object], tmp_path: Path
 ) -> None:
@@ -119,6 +113,7 @@ def test_the_no_verify_hint_names_a_real_option(
     assert refused.exit_code == 2 and "--no-verify" in refused.stderr
     followed = CliRunner().invoke(app, ["bench", str(copy), *fast, "--no-verify"])
     assert "No such option" not in followed.output, followed.output
+    assert "--no-verify" in CliRunner().invoke(app, ["export", "--help"]).output
 
 
 def test_missing_and_unexpected_files_are_refused(
@@ -250,13 +245,6 @@ def data():
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: continuing an artifact (`torchslim prune ARTIFACT ...`) loads the data and "
-    "teacher sources its recipe.yaml names (src/torchslim/cli/_run.py run_command: "
-    "refs = p.recipe.data); a `pkg.module:factory` there is imported and called without "
-    "--trust-code, although only the artifact's model source is guarded (pipeline.plan)",
-)
 def test_data_factories_an_artifact_names_need_trust_code(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -284,3 +272,4 @@ def test_data_factories_an_artifact_names_need_trust_code(
     )
     assert not mark.exists(), res.output
     assert "trust_marker_mod" not in sys.modules
+    assert res.exit_code == 2 and "--trust-code" in res.stderr

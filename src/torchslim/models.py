@@ -105,6 +105,7 @@ def load_model(
     input_spec: InputSpec | str | None = None,
     trust_pickle: bool = False,
     trust_code: bool = False,
+    verify: bool = True,
 ) -> LoadedModel:
     """Resolve a model source string into a :class:`LoadedModel` in eval mode.
 
@@ -132,6 +133,7 @@ def load_model(
         input_spec: Input shapes; overrides what the source implies.
         trust_pickle: Allow unpickling a full module. Pickles can run arbitrary code: only use
             this for files you created yourself.
+        verify: Check an artifact's file hashes before loading it (``False``: unsafe, loudly).
         trust_code: Allow an artifact to rebuild an architecture named inside it that is not a
             torchslim registry source (``pkg.module:factory`` imports and runs that code).
 
@@ -158,7 +160,13 @@ def load_model(
         model = _hooked("torchslim", src, rest, spec)
     elif looks_like_path or Path(src).exists():
         model = _load_file(
-            src, Path(src), arch=arch, spec=spec, trust_pickle=trust_pickle, trust_code=trust_code
+            src,
+            Path(src),
+            arch=arch,
+            spec=spec,
+            trust_pickle=trust_pickle,
+            trust_code=trust_code,
+            verify=verify,
         )
     elif ":" in src and re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", src):
         model = LoadedModel(src, "factory", _call_factory(src), spec)
@@ -386,6 +394,7 @@ def _load_file(
     spec: InputSpec | None,
     trust_pickle: bool,
     trust_code: bool = False,
+    verify: bool = True,
 ) -> LoadedModel:
     if not path.exists():
         raise SourceError(f"Model file '{path}' does not exist.", "Check the path.")
@@ -395,7 +404,7 @@ def _load_file(
             from torchslim._registry import MODEL_SOURCES, hook
 
             resolve = hook(MODEL_SOURCES, "manifest.json")
-            loaded: LoadedModel = resolve(src, path, spec, trust_code=trust_code)
+            loaded: LoadedModel = resolve(src, path, spec, trust_code=trust_code, verify=verify)
             return loaded
         if (path / "config.json").exists():
             return _hooked("hf", src, str(path), spec)

@@ -38,6 +38,35 @@ NO_VERIFY_OPTION = typer.Option(
 )
 
 
+_SAFE_PREFIXES = ("torchslim:", "torchvision:", "timm:", "hf:", "synthetic:")
+
+
+def names_code(source: str | None) -> bool:
+    """True when a model/data source string would import and call Python code
+    (``pkg.module:factory``), as opposed to a file, a directory or a registry source."""
+    import re
+    from pathlib import Path
+
+    if not source or source.startswith(_SAFE_PREFIXES):
+        return False
+    base = source.split("?", 1)[0]
+    return bool(re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", base)) and not Path(base).exists()
+
+
+def refuse_named_code(named: dict[str, str | None], where: str, trust_code: bool) -> None:
+    """Refuse sources that a file (a recipe, an artifact) names and that would run code, unless
+    the user passed ``--trust-code``. Sources the user typed on the command line are theirs."""
+    if trust_code:
+        return
+    for option, source in named.items():
+        if names_code(source):
+            raise TorchslimError(
+                f"{where} names --{option} '{source}', which would import and run that code.",
+                f"Pass --trust-code only if you trust where it came from, or give --{option} "
+                "yourself.",
+            )
+
+
 def _default_split(src: str | None) -> str | None:
     """Bundled data sets default to their training split for calibration and training."""
     if src and src.startswith("torchslim:") and "split=" not in src:
@@ -104,6 +133,7 @@ def run_command(
     input_shape: str | None = None,
     trust_pickle: bool = False,
     trust_code: bool = False,
+    verify: bool = True,
     measure: bool = True,
     batch_sizes: tuple[int, ...] | None = None,
     seed: int | None = None,
@@ -131,6 +161,7 @@ def run_command(
         input_shape: Input spec text.
         trust_pickle: Allow full unpickling of the model file.
         trust_code: Allow an artifact's named architecture outside torchslim's registries.
+        verify: Check an artifact's file hashes first (``False`` only with ``--no-verify``).
         measure: Measure latency (interleaved with the original).
         batch_sizes: Batch sizes to build, check and measure for.
         seed: Seed.
@@ -156,7 +187,12 @@ def run_command(
         check_out_dir(out, force=force, inputs=(model, calib, eval_src, train, teacher))
     err = stderr_console()
     loaded = load_model(
-        model, arch=arch, input_spec=input_shape, trust_pickle=trust_pickle, trust_code=trust_code
+        model,
+        arch=arch,
+        input_spec=input_shape,
+        trust_pickle=trust_pickle,
+        trust_code=trust_code,
+        verify=verify,
     )
     refs = DataRefs(calib=calib, eval=eval_src, train=train, teacher=teacher)
     if recipe is not None:
@@ -210,6 +246,13 @@ def run_command(
         return {"recipe": p.recipe.to_dict()}
     spec = p.original.input_spec or loaded.input_spec
     refs = p.recipe.data  # the command's data, else what the artifact's recipe used
+    if p.start is not None:  # sources the artifact's recipe names, not the user
+        given = {"calib": calib, "eval": eval_src, "train": train, "teacher": teacher}
+        refuse_named_code(
+            {k: getattr(refs, k) for k, v in given.items() if v is None},
+            f"Artifact '{model}'",
+            trust_code,
+        )
     data = RunData(
         calib=load_data(refs.calib, input_spec=spec, split=_default_split(refs.calib))
         if refs.calib

@@ -20,6 +20,7 @@ from torchslim.cli._common import (
     stderr_console,
     stdout_console,
 )
+from torchslim.cli._run import NO_VERIFY_OPTION
 from torchslim.errors import BackendUnavailableError, TorchslimError
 
 if TYPE_CHECKING:
@@ -117,6 +118,7 @@ def bench(
     refresh_peak: bool = typer.Option(
         False, "--refresh-peak", help="Re-measure the machine's GEMM peak instead of the cache."
     ),
+    no_verify: bool = NO_VERIFY_OPTION,
     json_out: bool = JSON_OPTION,
     debug: bool = DEBUG_OPTION,
 ) -> None:
@@ -128,6 +130,7 @@ def bench(
         input_shape=input_shape,
         arch=arch,
         trust_pickle=trust_pickle,
+        verify=not no_verify,
         repeats=repeats,
         min_time=min_time,
         max_time=max_time,
@@ -148,6 +151,7 @@ def _run(
     arch: str | None,
     trust_pickle: bool,
     repeats: int,
+    verify: bool = True,
     min_time: float,
     max_time: float,
     device: str,
@@ -183,7 +187,9 @@ def _run(
     runtime_info: dict[str, Any] = {}
     with err.status("Loading models…") as status:
         for name, src in zip(_unique_names(sources), sources, strict=True):
-            loaded = load_model(src, arch=arch, input_spec=spec, trust_pickle=trust_pickle)
+            loaded = load_model(
+                src, arch=arch, input_spec=spec, trust_pickle=trust_pickle, verify=verify
+            )
             base = BenchTarget.from_loaded(loaded, name=name, threads=threads_used, device=device)
             if runtime == "eager" or loaded.module is None:
                 targets.append(base)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from torchslim.cli._common import DEBUG_OPTION, JSON_OPTION, Command, emit_json, handle_errors
+from torchslim.cli._run import NO_VERIFY_OPTION
 
 if TYPE_CHECKING:
     from torchslim.doctor import Finding, Report
@@ -71,6 +72,7 @@ def inspect_command(
         help="Allow unpickling a full module (runs code from the file: "
         "only for files you created).",
     ),
+    no_verify: bool = NO_VERIFY_OPTION,
     json_out: bool = JSON_OPTION,
     debug: bool = DEBUG_OPTION,
 ) -> None:
@@ -81,7 +83,13 @@ def inspect_command(
 
     err = stderr_console()
     with err.status(f"Loading {model} …"):
-        loaded = load_model(model, arch=arch, input_spec=input_shape, trust_pickle=trust_pickle)
+        loaded = load_model(
+            model,
+            arch=arch,
+            input_spec=input_shape,
+            trust_pickle=trust_pickle,
+            verify=not no_verify,
+        )
     dataset = None
     if data:
         from torchslim.data import load_data

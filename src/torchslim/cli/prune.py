@@ -64,6 +64,7 @@ def prune(
     force: bool = _run.FORCE_OPTION,
     dry_run: bool = _run.DRY_RUN_OPTION,
     trust_code: bool = _run.TRUST_CODE_OPTION,
+    no_verify: bool = _run.NO_VERIFY_OPTION,
     json_out: bool = JSON_OPTION,
     debug: bool = DEBUG_OPTION,
 ) -> None:
@@ -95,6 +96,7 @@ def prune(
         arch=arch,
         input_shape=input_shape,
         trust_code=trust_code,
+        verify=not no_verify,
         measure=not no_latency,
         seed=seed,
         dry_run=dry_run,

@@ -38,6 +38,7 @@ def run(
     force: bool = _run.FORCE_OPTION,
     dry_run: bool = _run.DRY_RUN_OPTION,
     trust_code: bool = _run.TRUST_CODE_OPTION,
+    no_verify: bool = _run.NO_VERIFY_OPTION,
     json_out: bool = JSON_OPTION,
     debug: bool = DEBUG_OPTION,
 ) -> None:
@@ -48,6 +49,16 @@ def run(
         check_out_dir(out, force=force, inputs=(recipe,))
     r = _load_recipe(recipe, trust_code=trust_code)
     refs = r.data
+    _run.refuse_named_code(
+        {
+            "calib": None if calib else refs.calib,
+            "eval": None if eval_data else refs.eval,
+            "train": None if train else refs.train,
+            "teacher": refs.teacher,
+        },
+        f"Recipe '{recipe}'",
+        trust_code,
+    )
     _run.run_command(
         model,
         recipe=r,
@@ -61,6 +72,7 @@ def run(
         input_shape=input_shape,
         trust_pickle=trust_pickle,
         trust_code=trust_code,
+        verify=not no_verify,
         measure=not no_latency,
         threads=threads,
         dry_run=dry_run,

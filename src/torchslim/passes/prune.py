@@ -582,6 +582,14 @@ def _structured(
     changes = record_attr_changes(original, model)
     add_rebuild_op(model, {"op": "attrs", "changes": changes})
     after = _channel_counts(model)
+    if ratio > 0 and all(after[n] == channels_before.get(n) for n in after):
+        raise TorchslimError(
+            f"Structured pruning at ratio {ratio:.2f} removed no channels: every layer group is "
+            f"protected ({', '.join(ignored_names) or 'none'}), coupled to one that is, or would "
+            f"fall below round_to={cfg.round_to} channels.",
+            "Give a lower --ratio, --round-to 1, or exclude fewer layers (residual blocks share "
+            "their channels: excluding one layer keeps its whole group).",
+        )
     report: dict[str, Any] = {
         "channel_ratio": round(ratio, 4),
         "channels": {
