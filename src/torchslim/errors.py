@@ -2,7 +2,8 @@
 
 Every error torchslim raises on purpose derives from :class:`TorchslimError`. It carries a one-line
 message saying what is wrong and a ``hint`` saying what to do next; the CLI prints both on one line
-each and exits with code 2, without a traceback unless ``--debug`` is given.
+each and exits with its ``exit_code`` (2; 3 for :class:`AccuracyBudgetError`, an accuracy budget not
+met), without a traceback unless ``--debug`` is given.
 """
 
 from __future__ import annotations
@@ -81,7 +82,14 @@ class ParityError(TorchslimError):
 
 
 class AccuracyBudgetError(TorchslimError):
-    """No configuration met the accuracy budget; carries the best result reached."""
+    """No configuration met the accuracy budget (or the time to search for one ran out);
+    carries the best result reached.
+
+    The CLI exits with code 3 for it (as ``torchslim optimize`` does when nothing met its
+    constraints), so scripts can tell "budget not met" from bad input (2).
+    """
+
+    exit_code: int = 3
 
     def __init__(self, message: str, hint: str | None = None, best: object | None = None) -> None:
         super().__init__(message, hint)

@@ -2,7 +2,8 @@
 
 Every command is wrapped by :func:`handle_errors`, which gives the CLI one contract for failures:
 a user's mistake (any :class:`TorchslimError`, a bad option value) prints one ``error:`` line and
-one ``hint:`` line on stderr and exits with code 2; under ``--json`` the same error is also one JSON
+one ``hint:`` line on stderr and exits with code 2 (3 when an accuracy budget was not met:
+:class:`~torchslim.errors.AccuracyBudgetError`); under ``--json`` the same error is also one JSON
 object on stdout. A bug (any other exception) prints ``error: internal error: ...`` and exits with
 code 1. No traceback is shown unless ``--debug``. Third-party warnings, loggers and progress bars are
 silenced while the command runs (:func:`quiet_third_party`), so stderr carries only torchslim's own
@@ -215,6 +216,19 @@ def check_options(
 
 
 _CHECKED = ("threads", "batch_size", "batch", "max_drop")
+
+
+def parse_duration(text: str) -> float:
+    """``"20m"``, ``"90s"``, ``"1h"`` or plain seconds → seconds (``--time-budget``)."""
+    t = text.strip().lower()
+    scale = {"s": 1.0, "m": 60.0, "h": 3600.0}.get(t[-1:])
+    try:
+        value = float(t[:-1]) * scale if scale else float(t)
+    except ValueError:
+        value = -1.0
+    if not value > 0:  # also NaN
+        raise TorchslimError(f"Invalid --time-budget '{text}'.", "Give e.g. 20m, 90s or 1h.")
+    return value
 
 
 def parse_int_list(text: str, what: str) -> list[int]:

@@ -7,7 +7,13 @@ from typing import Any
 import typer
 
 from torchslim.cli import _run
-from torchslim.cli._common import DEBUG_OPTION, JSON_OPTION, Command, handle_errors
+from torchslim.cli._common import (
+    DEBUG_OPTION,
+    JSON_OPTION,
+    Command,
+    handle_errors,
+    parse_duration,
+)
 
 __all__ = ["optimize", "parse_duration", "register"]
 
@@ -29,21 +35,6 @@ _HELP = (
     "  torchslim optimize torchslim:fashion_resnet --preset balanced --train "
     "'torchslim:fashion_mnist?split=train' --calib ... --eval ... --batch 1,64 --time-budget 20m"
 )
-
-
-def parse_duration(text: str) -> float:
-    """``"20m"``, ``"90s"``, ``"1h"`` or plain seconds → seconds."""
-    from torchslim.errors import TorchslimError
-
-    t = text.strip().lower()
-    scale = {"s": 1.0, "m": 60.0, "h": 3600.0}.get(t[-1:])
-    try:
-        value = float(t[:-1]) * scale if scale else float(t)
-    except ValueError:
-        value = -1.0
-    if value <= 0:
-        raise TorchslimError(f"Invalid --time-budget '{text}'.", "Give e.g. 20m, 90s or 1h.")
-    return value
 
 
 def optimize(

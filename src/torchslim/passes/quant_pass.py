@@ -29,8 +29,10 @@ def apply_quantize(
     """Pass handler for :class:`QuantizeConfig` (registered in ``passes.catalog``).
 
     With ``config.max_drop`` set and ``ctx.eval`` given (or an ``evaluator``), runs the
-    accuracy-aware search, evaluating each attempt with the representation's reference runner
-    (torch INT8 graphs run uncompiled there).
+    accuracy-aware search: one calibration, a sensitivity ranking from one float and one
+    quantized run, and a bisection on how many of the most sensitive layers to keep in float,
+    within ``config.time_budget_s``; each attempt is evaluated with the representation's
+    reference runner (torch INT8 graphs run uncompiled there). Nothing is printed per attempt.
 
     Returns:
         ``result.module`` is the quantized model: a PyTorch module for the torch backend, an

@@ -33,6 +33,8 @@ from torchslim.passes.quantize import (
     Calibration,
     QuantizeConfig,
     QuantMethod,
+    QuantSession,
+    Taps,
     calibration_set,
     example_inputs,
     quantizable_layers,
@@ -41,13 +43,16 @@ from torchslim.passes.quantize import (
 __all__ = [
     "CastIO",
     "drop_unused_tensors",
+    "keep_float",
     "load_torchscript",
+    "qat_session",
     "quantize_dynamic",
     "quantize_half",
     "quantize_qat",
     "quantize_static",
     "quantize_weight_only",
     "save_torchscript",
+    "static_session",
     "unshare_modules",
 ]
 
@@ -366,26 +371,251 @@ def _run_batches(fn: Any, data: Any, batch_size: int = 32) -> None:
 
 def quantize_static(module: nn.Module, config: QuantizeConfig, ctx: PassContext) -> PassResult:
     """PT2E post-training INT8 with ``X86InductorQuantizer`` (the inductor runtime compiles it)."""
-    with _quiet():
-        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    return _PT2ESession(module, config, ctx, qat=False, once=True).build(())
 
-    calib = calibration_set(ctx, config)
-    inputs = example_inputs(ctx, calib)
-    quantizer = _quantizer(config, qat=False)
-    shared = unshare_modules(module, inputs)
-    start = time.perf_counter()
-    graph = _export(module, inputs)
+
+def static_session(module: nn.Module, config: QuantizeConfig, ctx: PassContext) -> QuantSession:
+    """PT2E static INT8 calibrated once; each build keeps other layers in float."""
+    return _PT2ESession(module, config, ctx, qat=False)
+
+
+def qat_session(module: nn.Module, config: QuantizeConfig, ctx: PassContext) -> QuantSession:
+    """PT2E QAT trained once; each build keeps other layers in float."""
+    return _PT2ESession(module, config, ctx, qat=True)
+
+
+def _is_observer(gm: nn.Module, node: Any) -> bool:
+    """True for a PT2E observer / fake-quantize ``call_module`` node."""
+    if node.op != "call_module":
+        return False
     with _quiet():
-        prepared = _prepare(prepare_pt2e, graph, quantizer)
-        _run_batches(prepared, calib)
-        converted = convert_pt2e(prepared)
-    dropped = drop_unused_tensors(converted)
-    report = _pt2e_report(module, config, shared)
-    report["dropped_float_tensors"] = dropped
-    report["calibration_seconds"] = round(time.perf_counter() - start, 3)
-    report["calibration_samples"] = len(calib)
-    report["example_inputs"] = [list(x.shape) for x in inputs]
-    return PassResult(converted, report)
+        from torchao.quantization.pt2e import FakeQuantizeBase, ObserverBase
+    try:
+        mod = gm.get_submodule(str(node.target))
+    except AttributeError:
+        return False
+    return isinstance(mod, (ObserverBase, FakeQuantizeBase))
+
+
+def _node_layer(node: Any) -> str | None:
+    """The module a PT2E graph node was traced from (``nn_module_stack``), if any."""
+    stack = node.meta.get("nn_module_stack")
+    if not stack:
+        return None
+    return str(list(stack.values())[-1][0])
+
+
+def keep_float(prepared: nn.Module, layers: set[str] | None) -> int:
+    """Keep ``layers`` of a prepared (calibrated) PT2E graph in float, in place.
+
+    Every observer (or fake-quantize) feeding an op of those layers is bypassed for that op
+    only, so ``convert_pt2e`` inserts no quantize/dequantize pair on their inputs and weights;
+    an observer other ops still read stays for them. ``None`` bypasses every observer (the
+    float graph, with BatchNorm folded as PT2E folds it).
+
+    Returns:
+        How many inputs were rewired.
+    """
+    graph: Any = prepared.graph
+    rewired = 0
+    for node in list(graph.nodes):
+        if node.op not in ("call_function", "call_method", "output"):
+            continue
+        if layers is not None and _node_layer(node) not in layers:
+            continue
+        for arg in list(node.all_input_nodes):
+            if _is_observer(prepared, arg) and arg.args:
+                node.replace_input_with(arg, arg.args[0])
+                rewired += 1
+    if rewired:
+        for node in reversed(list(graph.nodes)):
+            if not node.users and _is_observer(prepared, node):
+                graph.erase_node(node)
+        prepared.recompile()  # type: ignore[operator,unused-ignore]
+    return rewired
+
+
+_MAIN_OPS = ("conv", "linear", "addmm", "matmul", "mm")
+_QDQ = (
+    "quantize_per_tensor",
+    "dequantize_per_tensor",
+    "quantize_per_channel",
+    "dequantize_per_channel",
+    "choose_qparams",
+)
+
+
+def _op_name(node: Any) -> str:
+    target = node.target
+    return str(getattr(target, "__name__", target))
+
+
+def _tap_nodes(gm: nn.Module, layers: list[str]) -> dict[str, tuple[str, str]]:
+    """Layer → (name of its raw input node, name of its Conv/Linear node) in a PT2E graph."""
+    last: dict[str, Any] = {}
+    wanted = set(layers)
+    graph: Any = gm.graph
+    for node in graph.nodes:
+        layer = _node_layer(node)
+        if node.op != "call_function" or layer not in wanted:
+            continue
+        name = _op_name(node)
+        if any(name.startswith(op) for op in _MAIN_OPS) and not any(q in name for q in _QDQ):
+            last[layer] = node
+    out: dict[str, tuple[str, str]] = {}
+    for layer, node in last.items():
+        src = node.args[0] if node.args else None
+        while (
+            src is not None
+            and getattr(src, "op", None) == "call_function"
+            and any(q in _op_name(src) for q in _QDQ)
+        ):
+            src = src.args[0] if src.args else None
+        if src is not None and hasattr(src, "name"):
+            out[layer] = (src.name, node.name)
+    return out
+
+
+def _record(gm: nn.Module, inputs: tuple[Any, ...], names: set[str]) -> dict[str, torch.Tensor]:
+    """Run ``gm`` node by node and keep the float tensors of the nodes in ``names``."""
+
+    class _Recorder(torch.fx.Interpreter):
+        def run_node(self, n: Any) -> Any:
+            out = super().run_node(n)
+            if n.name in names and isinstance(out, torch.Tensor) and out.is_floating_point():
+                values[n.name] = out.detach().float()
+            return out
+
+    values: dict[str, torch.Tensor] = {}
+    with torch.no_grad(), _quiet():
+        _Recorder(gm).run(*inputs)
+    return values
+
+
+class _PT2ESession(QuantSession):
+    """Export and calibrate (or train, for QAT) once; each build bypasses the observers of the
+    layers kept in float (:func:`keep_float`) in a copy of the prepared graph and converts it."""
+
+    def __init__(
+        self,
+        module: nn.Module,
+        config: QuantizeConfig,
+        ctx: PassContext,
+        *,
+        qat: bool,
+        once: bool = False,
+    ) -> None:
+        super().__init__(module, config, ctx)
+        self.qat = qat
+        self.once = once
+        self._float: nn.Module | None = None
+        self._plans: dict[int | None, tuple[Any, dict[str, tuple[str, str]]]] = {}
+        if qat:
+            self._train()
+        else:
+            self._calibrate()
+
+    def _calibrate(self) -> None:
+        with _quiet():
+            from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
+
+        calib = calibration_set(self.ctx, self.config)
+        self.inputs = example_inputs(self.ctx, calib)
+        quantizer = _quantizer(self.config, qat=False)
+        self.shared = unshare_modules(self.module, self.inputs)
+        start = time.perf_counter()
+        graph = _export(self.module, self.inputs)
+        with _quiet():
+            self.prepared = _prepare(prepare_pt2e, graph, quantizer)
+            _run_batches(self.prepared, calib)
+        self.calibrations += 1
+        self.extra_report: dict[str, Any] = {
+            "calibration_seconds": round(time.perf_counter() - start, 3),
+            "calibration_samples": len(calib),
+        }
+
+    def _train(self) -> None:
+        with _quiet():
+            from torchao.quantization.pt2e import (
+                move_exported_model_to_eval,
+                move_exported_model_to_train,
+            )
+            from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
+
+        ctx, config, module = self.ctx, self.config, self.module
+        assert ctx.train is not None
+        self.inputs = example_inputs(ctx, ctx.train)
+        teacher = None if ctx.train.has_labels else copy.deepcopy(module).eval()
+        quantizer = _quantizer(config, qat=True)
+        self.shared = unshare_modules(module, self.inputs)
+        start = time.perf_counter()
+        module.train()
+        graph = _export(module, self.inputs)
+        with _quiet():
+            self.prepared = _prepare(prepare_qat_pt2e, graph, quantizer)
+            move_exported_model_to_train(self.prepared)
+            with torch.enable_grad():
+                training = train_steps(self.prepared, teacher, config, ctx)
+            move_exported_model_to_eval(self.prepared)
+        module.eval()
+        self.calibrations += 1
+        self.extra_report = {
+            "activations": "uint8 static (QAT fake-quant ranges)",
+            "qat": training,
+            "qat_seconds": round(time.perf_counter() - start, 3),
+        }
+
+    def _build(self, config: QuantizeConfig, extra: tuple[str, ...]) -> PassResult:
+        with _quiet():
+            from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+        if self.once:
+            prepared, self.prepared = self.prepared, None
+        else:
+            prepared = copy.deepcopy(self.prepared)
+        if extra:
+            keep_float(prepared, set(extra))
+        with _quiet():
+            converted = convert_pt2e(prepared)
+        dropped = drop_unused_tensors(converted)
+        report = _pt2e_report(self.module, config, self.shared)
+        report["dropped_float_tensors"] = dropped
+        report.update(self.extra_report)
+        report["example_inputs"] = [list(x.shape) for x in self.inputs]
+        return PassResult(converted, report)
+
+    def _float_graph(self) -> nn.Module:
+        if self._float is None:
+            self._float = copy.deepcopy(self.prepared)
+            keep_float(self._float, None)
+        return self._float
+
+    def taps(
+        self, inputs: tuple[Any, ...], layers: list[str], result: PassResult | None
+    ) -> Taps | None:
+        if self.prepared is None:
+            return None
+        gm = result.module if result is not None else self._float_graph()
+        key = None if result is None else id(gm)
+        cached = self._plans.get(key)
+        if cached is not None and cached[0] is gm:
+            plan = cached[1]
+        else:
+            if key is not None:  # keep the float plan and the latest build's
+                self._plans = {k: v for k, v in self._plans.items() if k is None}
+            plan = _tap_nodes(gm, layers)
+            self._plans[key] = (gm, plan)
+        values = _record(gm, inputs, {n for pair in plan.values() for n in pair})
+        return {
+            layer: (values[src], values[out])
+            for layer, (src, out) in plan.items()
+            if src in values and out in values
+        }
+
+    def close(self) -> None:
+        super().close()
+        self.prepared = None
+        self._float = None
 
 
 def _loss_fn(out: Any, target: Any) -> Any:
@@ -437,37 +667,7 @@ def train_steps(
 
 def quantize_qat(module: nn.Module, config: QuantizeConfig, ctx: PassContext) -> PassResult:
     """PT2E quantization-aware training: fake-quant, fine-tune, convert to INT8."""
-    with _quiet():
-        from torchao.quantization.pt2e import (
-            move_exported_model_to_eval,
-            move_exported_model_to_train,
-        )
-        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
-
-    assert ctx.train is not None
-    inputs = example_inputs(ctx, ctx.train)
-    teacher = None if ctx.train.has_labels else copy.deepcopy(module).eval()
-    quantizer = _quantizer(config, qat=True)
-    shared = unshare_modules(module, inputs)
-    start = time.perf_counter()
-    module.train()
-    graph = _export(module, inputs)
-    with _quiet():
-        prepared = _prepare(prepare_qat_pt2e, graph, quantizer)
-        move_exported_model_to_train(prepared)
-        with torch.enable_grad():
-            training = train_steps(prepared, teacher, config, ctx)
-        move_exported_model_to_eval(prepared)
-        converted = convert_pt2e(prepared)
-    module.eval()
-    dropped = drop_unused_tensors(converted)
-    report = _pt2e_report(module, config, shared)
-    report["dropped_float_tensors"] = dropped
-    report["activations"] = "uint8 static (QAT fake-quant ranges)"
-    report["qat"] = training
-    report["qat_seconds"] = round(time.perf_counter() - start, 3)
-    report["example_inputs"] = [list(x.shape) for x in inputs]
-    return PassResult(converted, report)
+    return _PT2ESession(module, config, ctx, qat=True, once=True).build(())
 
 
 # ------------------------------------------------------------------------------------------------

@@ -20,10 +20,12 @@ Which method runs on which backend is a small registry (:data:`QUANT_METHODS`, t
 mechanism as passes and runtimes), so tests and listings are generated from it.
 
 Accuracy-aware mode: with ``max_drop`` set and evaluation data in the context, the pass measures
-the metric drop, and when it is over budget measures per-layer sensitivity and keeps the most
-sensitive layers in float until the budget is met (see :mod:`torchslim.passes.quant_accuracy`).
-It raises :class:`~torchslim.errors.AccuracyBudgetError` with the best result when nothing meets
-the budget — a model outside the budget is never returned as if it passed.
+the metric drop, and when it is over budget ranks the layers by their own quantization error and
+bisects on how many of the most sensitive to keep in float, all from one calibration (a
+:class:`QuantSession`: calibrate once, build many) and within ``time_budget_s`` (see
+:mod:`torchslim.passes.quant_accuracy`). It raises :class:`~torchslim.errors.AccuracyBudgetError`
+with the best result when nothing meets the budget or the time runs out first — a model outside
+the budget is never returned as if it passed.
 
 Importing this module imports no backend.
 """
@@ -50,9 +52,12 @@ __all__ = [
     "Calibration",
     "QuantBackend",
     "QuantMethod",
+    "QuantSession",
     "QuantizeConfig",
     "calibration_set",
     "list_quant_methods",
+    "module_taps",
+    "open_session",
     "quant_entry",
     "quantizable_layers",
     "quantize_once",
@@ -144,6 +149,9 @@ class QuantizeConfig:
         relative: Interpret ``max_drop`` as a percentage of the baseline metric.
         max_float_layers: Accuracy-aware mode keeps at most this many layers in float before
             giving up (``None``: no limit).
+        time_budget_s: Accuracy-aware mode's time limit in seconds (calibration, sensitivity and
+            search together; ``None``: no limit). When it runs out before the accuracy budget is
+            met, :class:`~torchslim.errors.AccuracyBudgetError` carries the best result reached.
         ignored_layers: Module names (``model.named_modules()``) kept in float.
         transformer: Use transformer-aware settings (quantize MatMul/Linear only, keep
             Softmax/LayerNorm/GELU in float). ``None`` detects attention layers.
@@ -169,6 +177,7 @@ class QuantizeConfig:
     max_drop: float | None = None
     relative: bool = False
     max_float_layers: int | None = None
+    time_budget_s: float | None = 300.0
     ignored_layers: tuple[str, ...] = ()
     transformer: bool | None = None
     compile: bool = True
@@ -199,6 +208,13 @@ class QuantizeConfig:
                 f"max_drop must be a non-negative number, got {self.max_drop}.",
                 "Give the largest acceptable accuracy drop in points, e.g. --max-drop 1.0.",
             )
+        if self.time_budget_s is not None:
+            object.__setattr__(self, "time_budget_s", float(self.time_budget_s))
+            if math.isnan(self.time_budget_s) or self.time_budget_s <= 0:
+                raise TorchslimError(
+                    f"time_budget_s must be a positive number of seconds, got {self.time_budget_s}.",
+                    "Give e.g. --time-budget 5m (or None / --time-budget none for no limit).",
+                )
 
     @property
     def name(self) -> str:
@@ -445,12 +461,8 @@ def example_inputs(
     return tuple(x[:batch] for x in xs)
 
 
-def quantize_once(module: nn.Module, config: QuantizeConfig, ctx: PassContext) -> PassResult:
-    """Run one quantization (no accuracy-aware search) on ``module`` (modified in place).
-
-    Raises:
-        TorchslimError: Unsupported combination, missing data, or backend not installed.
-    """
+def _checked_entry(config: QuantizeConfig, ctx: PassContext) -> Entry:
+    """The registry entry for ``config`` once its backend and data are known to be there."""
     entry = quant_entry(config)
     if not entry.available():
         missing = [
@@ -470,10 +482,262 @@ def quantize_once(module: nn.Module, config: QuantizeConfig, ctx: PassContext) -
         )
     if ctx.train is not None and "training_data" in entry.needs:
         ctx.train.check_finite()
-    handler = entry.load()
-    module.eval()
-    result: PassResult = handler(module, config, ctx)
+    return entry
+
+
+def _set_report_defaults(result: PassResult, config: QuantizeConfig) -> PassResult:
     result.report.setdefault("method", config.method.value)
     result.report.setdefault("backend", config.backend.value)
     result.report.setdefault("ignored_layers", list(config.ignored_layers))
     return result
+
+
+def quantize_once(module: nn.Module, config: QuantizeConfig, ctx: PassContext) -> PassResult:
+    """Run one quantization (no accuracy-aware search) on ``module`` (modified in place).
+
+    Raises:
+        TorchslimError: Unsupported combination, missing data, or backend not installed.
+    """
+    handler = _checked_entry(config, ctx).load()
+    module.eval()
+    result: PassResult = handler(module, config, ctx)
+    return _set_report_defaults(result, config)
+
+
+# ------------------------------------------------------------------------------------------------
+# Sessions: calibrate once, build many (the accuracy-aware search)
+# ------------------------------------------------------------------------------------------------
+
+Taps = dict[str, tuple[Any, Any]]
+"""Per layer name: ``(raw input, output)`` tensors of one batch (the input before the layer's own
+quantizers, the output of its Conv/MatMul op)."""
+
+
+class QuantSession:
+    """One quantization prepared once (export, calibration, QAT training) and built many times.
+
+    ``build(float_layers)`` returns what :func:`quantize_once` would return with ``float_layers``
+    added to ``ignored_layers``, from the statistics gathered once. Backends with calibration
+    subclass it (``quant_torch``, ``quant_ort``, ``quant_openvino``); the others use the base
+    class, which re-runs the (calibration-free) handler on a copy of the model each time.
+
+    ``taps(inputs, layers, result)`` gives each layer's raw input and output in the float model
+    and in a build (by default the one with every layer quantized), so :meth:`layer_errors` can
+    score each layer's own quantization error from one run of each (no evaluation per layer).
+
+    Attributes:
+        config: The quantization (``ignored_layers`` are always kept in float).
+        calibrations: How many times calibration data went through the model.
+    """
+
+    def __init__(self, module: nn.Module, config: QuantizeConfig, ctx: PassContext) -> None:
+        self.module = module.eval()
+        self.config = config
+        self.ctx = ctx
+        self.calibrations = 0
+        self._all: PassResult | None = None
+
+    def build(self, float_layers: tuple[str, ...] = ()) -> PassResult:
+        """The quantized model with ``float_layers`` (and ``config.ignored_layers``) in float."""
+        extra = tuple(n for n in dict.fromkeys(float_layers) if n not in self.config.ignored_layers)
+        config = self.config.with_ignored(extra)
+        result = _set_report_defaults(self._build(config, extra), config)
+        if not extra and self._all is None:
+            self._all = result
+        return result
+
+    def all_quantized(self) -> PassResult:
+        """The build with no extra layer in float (built once)."""
+        return self._all if self._all is not None else self.build(())
+
+    def _build(self, config: QuantizeConfig, extra: tuple[str, ...]) -> PassResult:
+        import copy
+
+        handler = quant_entry(config).load()
+        return handler(copy.deepcopy(self.module), config, self.ctx)  # type: ignore[no-any-return]
+
+    def taps(
+        self, inputs: tuple[Any, ...], layers: list[str], result: PassResult | None
+    ) -> Taps | None:
+        """``(raw input, output)`` of each of ``layers`` on ``inputs``, in the float model
+        (``result`` is ``None``) or in ``result`` (a build of this session); ``None``: this
+        session cannot tap.
+
+        The base class taps PyTorch modules with forward hooks (dynamic, weight-only, half).
+        """
+        from torch import nn
+
+        if result is None:
+            return module_taps(self.module, layers, inputs)
+        rep = result.module
+        if not isinstance(rep, nn.Module) or not _has_submodules(rep, layers):
+            return None
+        return module_taps(rep, layers, inputs)
+
+    def layer_errors(
+        self,
+        data: DataSet,
+        layers: list[str],
+        result: PassResult | None = None,
+        batch_size: int = 8,
+    ) -> dict[str, dict[str, float]] | None:
+        """Each layer's relative quantization error from one float run and one run of
+        ``result`` (default: the build with every layer quantized).
+
+        For every layer: ``input_error`` (noise power over signal power of its raw input, what
+        upstream layers caused), ``output_error`` (the same at its output) and ``added_error``
+        (``output_error - input_error``, clipped at 0: what quantizing this layer itself adds).
+        Errors are per channel, then averaged over channels (:func:`channel_error`), so a few
+        large channels cannot hide small ones being wiped out.
+
+        Returns:
+            The errors of the layers both runs could tap, or ``None`` when this session cannot
+            tap (the caller falls back to trying each layer).
+        """
+        result = result if result is not None else self.all_quantized()
+        sums: dict[str, list[Any]] = {}
+        for inputs, _ in data.batches(batch_size):
+            ref = self.taps(inputs, layers, None)
+            if ref is None:
+                return None
+            got = self.taps(inputs, layers, result)
+            if got is None:
+                return None
+            for name in layers:
+                if name not in ref or name not in got:
+                    continue
+                pin, pout = _noise(ref[name][0], got[name][0]), _noise(ref[name][1], got[name][1])
+                if pin is None or pout is None:
+                    continue
+                acc = sums.get(name)
+                if acc is None:
+                    sums[name] = [*pin, *pout]
+                elif all(a.shape == b.shape for a, b in zip(acc, (*pin, *pout), strict=True)):
+                    sums[name] = [a + b for a, b in zip(acc, (*pin, *pout), strict=True)]
+        out: dict[str, dict[str, float]] = {}
+        for name, (n_in, s_in, n_out, s_out) in sums.items():
+            e_in, e_out = channel_error(n_in, s_in), channel_error(n_out, s_out)
+            out[name] = {
+                "input_error": e_in,
+                "output_error": e_out,
+                "added_error": max(e_out - e_in, 0.0),
+            }
+        return out
+
+    def close(self) -> None:
+        """Release what the session holds (temporary files, models)."""
+        self._all = None
+
+
+def _channel_dim(x: Any) -> int:
+    """Channels: dim 1 (``N, C, ...``), the last dim for ``N, T, C`` sequences."""
+    return x.dim() - 1 if x.dim() == 3 else min(1, x.dim() - 1)
+
+
+def _noise(ref: Any, got: Any) -> tuple[Any, Any] | None:
+    """Per-channel ``(sum (got - ref)^2, sum ref^2)``, or ``None`` when the tensors do not
+    match."""
+    import torch
+
+    if not isinstance(ref, torch.Tensor) or not isinstance(got, torch.Tensor) or ref.dim() == 0:
+        return None
+    if ref.shape != got.shape:
+        if ref.numel() != got.numel():
+            return None
+        got = got.reshape(ref.shape)
+    a, b = ref.detach().double(), got.detach().double()
+    dim = _channel_dim(a)
+    dims = [d for d in range(a.dim()) if d != dim]
+    if not dims:
+        return ((b - a) ** 2), a**2
+    return ((b - a) ** 2).sum(dims), (a**2).sum(dims)
+
+
+def channel_error(noise: Any, signal: Any) -> float:
+    """Mean over channels of noise power over signal power.
+
+    A channel's signal is floored at 1% of the median channel's (a channel that is almost always
+    zero in float does not count as infinitely wrong), and each channel's ratio is capped at 4.
+    """
+    floor = 1e-2 * float(signal.median()) + 1e-30
+    ratio = noise / (signal + floor)
+    return float(ratio.clamp(max=4.0).mean())
+
+
+def _has_submodules(module: nn.Module, layers: list[str]) -> bool:
+    names = {n for n, _ in module.named_modules()}
+    return any(n in names or f"module.{n}" in names for n in layers)
+
+
+def _first_tensor(value: Any) -> Any:
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, (tuple, list)) and value:
+        return _first_tensor(value[0])
+    return None
+
+
+def module_taps(module: nn.Module, layers: list[str], inputs: tuple[Any, ...]) -> Taps:
+    """``(input, output)`` of the named submodules of a PyTorch module, by forward hooks.
+
+    A submodule wrapped by :class:`~torchslim.passes.quant_torch.CastIO` (``module.<name>``) is
+    found too; outputs are cast to float32.
+    """
+    import torch
+
+    named = dict(module.named_modules())
+    found: Taps = {}
+    hooks = []
+
+    def hook(name: str) -> Any:
+        def fn(_m: Any, args: Any, out: Any) -> None:
+            x, y = _first_tensor(args), _first_tensor(out)
+            if x is not None and y is not None and x.is_floating_point():
+                found[name] = (x.detach().float(), y.detach().float())
+
+        return fn
+
+    for name in layers:
+        sub = named.get(name, named.get(f"module.{name}"))
+        if sub is not None:
+            hooks.append(sub.register_forward_hook(hook(name)))
+    try:
+        with torch.no_grad():
+            module(*inputs)
+    finally:
+        for h in hooks:
+            h.remove()
+    return found
+
+
+_SESSIONS: dict[str, str] = {
+    "static/torch": f"{_T}:static_session",
+    "qat/torch": f"{_T}:qat_session",
+    "dynamic/onnxruntime": f"{_O}:dynamic_session",
+    "static/onnxruntime": f"{_O}:static_session",
+    "static/openvino": f"{_V}:static_session",
+    "weight_only/openvino": f"{_V}:weight_only_session",
+}
+"""Backends that calibrate (or export) once per session; the others use :class:`QuantSession`."""
+
+
+def open_session(module: nn.Module, config: QuantizeConfig, ctx: PassContext) -> QuantSession:
+    """Prepare ``config`` on ``module`` once (export, calibration) for many builds.
+
+    ``module`` is owned by the session (give a copy). Checks like :func:`quantize_once`.
+
+    Raises:
+        TorchslimError: Unsupported combination, missing data, or backend not installed.
+    """
+    import importlib
+
+    _checked_entry(config, ctx)
+    module.eval()
+    target = _SESSIONS.get(config.name)
+    if target is None:
+        return QuantSession(module, config, ctx)
+    mod_name, _, attr = target.partition(":")
+    factory = getattr(importlib.import_module(mod_name), attr)
+    return factory(module, config, ctx)  # type: ignore[no-any-return]
