@@ -28,9 +28,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_quantize as bq
-from _report import fmt, replace_section, save_json
+from _report import replace_section, save_json
 
 MODELS = ("fashion_resnet", "fashion_cnn")
+
+
+def fmt(value: Any, spec: str) -> str:
+    """``value`` formatted with ``spec``, or an em dash when missing."""
+    return "—" if value is None else format(value, spec)
 
 
 def _direct_dynamic_row(spec: Any) -> Any:
@@ -219,13 +224,14 @@ def main() -> None:
         for key in models:
             print(f"== {key}", flush=True)
             results[key] = run_model(key, args, Path(tmp))
-    meta = bq._meta(args.threads)
+    meta = bq._meta(args.threads) | {"when": time.strftime("%Y-%m-%d")}
+    if not args.smoke:
+        save_json("optimize", {"meta": meta, "results": results})
     text = markdown(results, meta)
     print(text)
     if args.smoke:
         print("smoke run done; nothing written")
         return
-    save_json("optimize", {"meta": meta, "results": results})
     replace_section("optimize", text)
     print(json.dumps({k: len(v["rows"]) for k, v in results.items()}))
 
