@@ -47,6 +47,9 @@ FLOORS: dict[str, int] = {
     "demo": 4,
     "search": 4,
     "report": 4,
+    "serve": 4,
+    "predict": 4,
+    "profile": 4,
     "cli": 5,
 }
 # Within floor 1, reference models/data are above the loaders (models/data reach them through

@@ -43,33 +43,27 @@ def _root(
     """torchslim: measure, shrink, speed up and serve PyTorch models."""
 
 
-def _register() -> None:
-    from torchslim.cli import (
-        bench,
-        compress,
-        demo,
-        distill,
-        export,
-        inspect,
-        optimize,
-        prune,
-        quantize,
-        run,
-    )
+# One command per module of torchslim.cli, in the order --help lists them; each module has a
+# ``register(app)`` and imports its heavy libraries only when the command runs.
+_COMMANDS = (
+    "demo",
+    "inspect",
+    "bench",
+    "optimize",
+    "quantize",
+    "prune",
+    "distill",
+    "compress",
+    "export",
+    "run",
+)
 
-    for module in (
-        demo,
-        inspect,
-        bench,
-        optimize,
-        quantize,
-        prune,
-        distill,
-        compress,
-        export,
-        run,
-    ):
-        module.register(app)
+
+def _register() -> None:
+    import importlib
+
+    for name in _COMMANDS:
+        importlib.import_module(f"torchslim.cli.{name}").register(app)
 
 
 _register()
