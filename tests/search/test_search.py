@@ -102,6 +102,24 @@ def test_acceptance_rules_with_known_numbers() -> None:
     assert any("noisy" in r for r in _reasons(noisy, c, 1))
 
 
+def test_every_batch_size_asked_for_must_be_faster_and_ranking_is_the_geomean() -> None:
+    c = {"max_drop_points": 1.0, "min_cosine": 0.99, "batch_sizes": [1, 64]}
+    fast_at_1 = _rec(0.0, 2.0, 1.8, key="a")
+    fast_at_1.speedup["64"] = {"ratio": 1.02, "ci95": [0.95, 1.1]}  # not faster at batch 64
+    why = _reasons(fast_at_1, c, 1)
+    assert len(why) == 1 and "at batch 64" in why[0]
+    both = _rec(0.0, 1.5, 1.3, key="b")
+    both.speedup["64"] = {"ratio": 2.4, "ci95": [2.2, 2.6]}
+    assert _reasons(both, c, 1) == []
+    assert engine.speedup_score(both, [1, 64]) == pytest.approx((1.5 * 2.4) ** 0.5)
+    assert engine.speedup_score(both, [1, 8]) is None  # not measured at 8
+    # geomean 1.9 beats 2.0 × 1.02 → 1.43: the batch-64 speed-up counts as much as batch 1's
+    assert engine._faster(both, fast_at_1, [1, 64]) and not engine._faster(both, fast_at_1, [1])
+    both.status, fast_at_1.status = "accepted", "rejected"
+    assert engine._objective(both, [1, 64]) < 1.0 < engine._objective(fast_at_1, [1, 64])
+    assert engine._objective(None, [1]) > engine._objective(fast_at_1, [1, 64])
+
+
 def test_pareto_keeps_only_non_dominated_records() -> None:
     a = _rec(0.0, 2.0, 1.8, size=1.0, key="a")  # accurate, 5 ms
     b = _rec(0.5, 4.0, 3.5, size=0.5, key="b")  # less accurate, faster, smaller

@@ -14,8 +14,9 @@ How it works:
   the runtime's own loader), evaluated on the evaluation data against the original (task metric,
   fidelity, and a paired-bootstrap 95% interval of the drop) and measured **interleaved with the
   original** at the batch sizes asked for — one measurement at a time, in this process.
-* **Acceptance**: drop within ``max_drop`` points, speed-up interval above 1 at the first batch
-  size, and the optional latency/size limits. The chosen candidate is the fastest accepted one;
+* **Acceptance**: drop within ``max_drop`` points, speed-up interval above 1 at every batch size
+  asked for, and the optional latency/size limits. The chosen candidate is the fastest accepted
+  one (geometric mean of its speed-ups over the batch sizes);
   a variant slower than the original or outside the budget is never chosen. The best so far is
   always on disk in ``OUT/best`` (an artifact, replaced atomically), so Ctrl-C or a kill keeps it,
   and ``resume=True`` continues the study (SQLite in ``OUT/study.db`` by default, or any Optuna
@@ -27,12 +28,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,7 +46,7 @@ if TYPE_CHECKING:
     from torchslim.models import LoadedModel
     from torchslim.recipe import Recipe
 
-__all__ = ["OptimizeResult", "SearchRecord", "optimize"]
+__all__ = ["OptimizeResult", "SearchRecord", "optimize", "speedup_score"]
 
 Progress = Callable[[str], None]
 
@@ -103,7 +105,8 @@ class OptimizeResult:
     """What ``optimize`` found.
 
     Attributes:
-        chosen: The accepted candidate chosen (fastest at the first batch size), or ``None``.
+        chosen: The accepted candidate chosen (highest geometric-mean speed-up over the batch
+            sizes), or ``None``.
         baseline: The original model's numbers (accuracy, latency per batch, size).
         candidates: Every candidate, in the order tried.
         pareto: Keys of the candidates on the accuracy × latency × size front.
@@ -129,8 +132,11 @@ class OptimizeResult:
         if self.chosen is not None:
             c = self.chosen
             b = next(iter(c.speedup), None)
+            batches = [int(k) for k in c.speedup]
             chosen = {
                 **c.to_dict(),
+                "accuracy_drop": c.drop_points,
+                "speedup_geomean": speedup_score(c, batches),
                 "speedup_first_batch": None if b is None else c.speedup[b]["ratio"],
                 "latency_ms_first_batch": None if b is None else c.latency_ms.get(b),
             }
@@ -362,20 +368,23 @@ def _ci_width(base: Any, mine: Any) -> float:
 
 def _reasons(rec: SearchRecord, c: dict[str, Any], batch: int) -> list[str]:
     """Why ``rec`` fails the constraints (empty: accepted). Same rules as
-    :class:`~torchslim.candidate.Constraints`, on a record."""
+    :class:`~torchslim.candidate.Constraints`, on a record: the speed-up interval must be above 1
+    at every batch size measured (``c["batch_sizes"]``, default ``[batch]``); the latency target
+    applies to the first."""
     out = []
     if rec.drop_points is not None and rec.drop_points > c["max_drop_points"]:
         out.append(f"accuracy drop {rec.drop_points:.2f} points is over {c['max_drop_points']:g}")
     if rec.drop_points is None and (rec.cosine or 0) < c["min_cosine"]:
         out.append(f"fidelity-only: cosine {rec.cosine:.4f} below {c['min_cosine']:g}")
-    sp = rec.speedup.get(str(batch))
-    if sp is None or sp["ci95"][0] <= 1.0:
-        ratio = (
-            "n/a"
-            if sp is None
-            else f"{sp['ratio']:.2f}×, CI {sp['ci95'][0]:.2f}–{sp['ci95'][1]:.2f}"
-        )
-        out.append(f"not measurably faster than the original at batch {batch} ({ratio})")
+    for b in c.get("batch_sizes") or [batch]:
+        sp = rec.speedup.get(str(b))
+        if sp is None or sp["ci95"][0] <= 1.0:
+            ratio = (
+                "n/a"
+                if sp is None
+                else f"{sp['ratio']:.2f}×, CI {sp['ci95'][0]:.2f}–{sp['ci95'][1]:.2f}"
+            )
+            out.append(f"not measurably faster than the original at batch {b} ({ratio})")
     if c.get("max_size_mb") is not None and (rec.size_mb or 0) > c["max_size_mb"]:
         out.append(f"size {rec.size_mb:.2f} MB over {c['max_size_mb']:g} MB")
     if rec.noisy:
@@ -386,15 +395,35 @@ def _reasons(rec: SearchRecord, c: dict[str, Any], batch: int) -> list[str]:
     return out
 
 
-def _pareto(records: list[SearchRecord], batch: int) -> list[str]:
+def speedup_score(rec: SearchRecord, batches: int | Sequence[int]) -> float | None:
+    """Geometric mean of ``rec``'s interleaved speed-ups over ``batches`` (``None``: not
+    measured at all of them). One number to rank candidates optimised for several batch sizes;
+    with one batch size it is that batch's speed-up."""
+    bs = [batches] if isinstance(batches, int) else list(batches)
+    ratios: list[float] = []
+    for b in bs:
+        r = rec.speedup.get(str(b), {}).get("ratio")
+        if r is None or r <= 0:
+            return None
+        ratios.append(float(r))
+    if not ratios:
+        return None
+    return math.exp(sum(math.log(r) for r in ratios) / len(ratios))
+
+
+def _pareto(records: list[SearchRecord], batches: int | Sequence[int]) -> list[str]:
+    """Keys of the records on the quality × relative latency × size front (relative latency:
+    1 / :func:`speedup_score`, so several batch sizes weigh alike)."""
     from torchslim.candidate import non_dominated
 
     pts: list[tuple[float, ...] | None] = []
     for r in records:
-        lat = r.latency_ms.get(str(batch))
+        score = speedup_score(r, batches)
         quality = r.accuracy if r.accuracy is not None else r.cosine
-        ok = r.status != "failed" and lat is not None and quality is not None and r.size_mb
-        pts.append((-float(quality), float(lat), float(r.size_mb)) if ok else None)  # type: ignore[arg-type]
+        if r.status == "failed" or score is None or quality is None or not r.size_mb:
+            pts.append(None)
+        else:
+            pts.append((-float(quality), 1.0 / score, float(r.size_mb)))
     return [records[i].key for i in non_dominated(pts)]
 
 
@@ -456,7 +485,9 @@ def optimize(
         space: A preset (``fast``, ``balanced``, ``thorough``), a YAML file or a SearchSpace.
         max_drop: Accuracy budget, in points.
         min_cosine: Fidelity budget on unlabelled data.
-        batch_sizes: Batch sizes to measure; the first is the one optimised for.
+        batch_sizes: Batch sizes to optimise for: a candidate must be measurably faster at each;
+            candidates are ranked by the geometric mean of their speed-ups. The latency target
+            applies to the first.
         target_latency_ms: Optional latency limit at the first batch size.
         max_size_mb: Optional size limit (MB of deployment files).
         time_budget_s: Stop proposing new candidates after this many seconds.
@@ -531,6 +562,7 @@ def optimize(
         "max_drop_points": max_drop,
         "min_cosine": min_cosine,
         "batch_size": batch_sizes[0],
+        "batch_sizes": list(batch_sizes),
         "max_size_mb": max_size_mb,
         "target_latency_ms": target_latency_ms,
     }
@@ -567,7 +599,7 @@ def optimize(
     best: SearchRecord | None = None
     best_path: str | None = None
     for r in records.values():
-        if r.status == "accepted" and (best is None or _faster(r, best, batch)):
+        if r.status == "accepted" and (best is None or _faster(r, best, batch_sizes)):
             best = r
     if best is not None:
         best_path = str(out / "best")
@@ -598,7 +630,7 @@ def optimize(
                 prev = records.get(key)
                 study.tell(
                     trial,
-                    _objective(prev, baseline, batch) if prev else None,
+                    _objective(prev, batch_sizes) if prev else None,
                     state=optuna.trial.TrialState.COMPLETE
                     if prev
                     else optuna.trial.TrialState.PRUNED,
@@ -624,20 +656,23 @@ def optimize(
             )
             records[key] = rec
             trial.set_user_attr("record", rec.to_dict())
-            study.tell(trial, _objective(rec, baseline, batch))
-            if rec.status == "accepted" and (best is None or _faster(rec, best, batch)):
+            study.tell(trial, _objective(rec, batch_sizes))
+            if rec.status == "accepted" and (best is None or _faster(rec, best, batch_sizes)):
                 best = rec
                 best_path = _save_best(rec, out)
                 say(
-                    f"New best: {' → '.join(rec.steps)} "
-                    f"({rec.speedup[str(batch)]['ratio']:.2f}× at batch {batch})"
+                    f"New best: {' → '.join(rec.steps)} ("
+                    + ", ".join(
+                        f"{rec.speedup[str(b)]['ratio']:.2f}× at batch {b}" for b in batch_sizes
+                    )
+                    + ")"
                 )
             _write_outputs(
                 OptimizeResult(
                     best,
                     baseline,
                     list(records.values()),
-                    _pareto(list(records.values()), batch),
+                    _pareto(list(records.values()), batch_sizes),
                     best_path,
                     str(out),
                     time.perf_counter() - started,
@@ -652,7 +687,7 @@ def optimize(
         best,
         baseline,
         list(records.values()),
-        _pareto(list(records.values()), batch),
+        _pareto(list(records.values()), batch_sizes),
         best_path,
         str(out),
         time.perf_counter() - started,
@@ -672,18 +707,18 @@ def _all_choices(dims: dict[str, list[Any]]) -> list[dict[str, Any]]:
     return [dict(zip(keys, vals, strict=True)) for vals in itertools.product(*dims.values())]
 
 
-def _faster(a: SearchRecord, b: SearchRecord, batch: int) -> bool:
-    return a.speedup[str(batch)]["ratio"] > b.speedup[str(batch)]["ratio"]
+def _faster(a: SearchRecord, b: SearchRecord, batches: Sequence[int]) -> bool:
+    return (speedup_score(a, batches) or 0.0) > (speedup_score(b, batches) or 0.0)
 
 
-def _objective(rec: SearchRecord | None, baseline: dict[str, Any], batch: int) -> float:
-    """What the sampler minimises: latency at the first batch, ×10 when the candidate failed
-    or broke a constraint (so the sampler learns to avoid it)."""
-    base = float(baseline["latency_ms"][str(batch)])
-    if rec is None or rec.status == "failed":
-        return 10.0 * base
-    lat = rec.latency_ms.get(str(batch), base)
-    return lat if rec.status == "accepted" else 10.0 * base + lat
+def _objective(rec: SearchRecord | None, batches: Sequence[int]) -> float:
+    """What the sampler minimises: latency relative to the original (geometric mean over the
+    batch sizes), +10 when the candidate failed or broke a constraint (so the sampler learns to
+    avoid it, and still prefers the faster of two rejected ones)."""
+    score = None if rec is None or rec.status == "failed" else speedup_score(rec, batches)
+    if rec is None or score is None:
+        return 20.0
+    return 1.0 / score if rec.status == "accepted" else 10.0 + 1.0 / score
 
 
 def _build(
