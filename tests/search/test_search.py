@@ -38,11 +38,11 @@ def test_space_yields_valid_unique_recipes_only() -> None:
     for r in valid:
         r.validate()  # every proposal runs
         names = [type(s).__name__ for s in r.steps]
-        assert names in (
+        assert names in (  # balanced is multi-fidelity: short recovery, then the rest
             [],
-            ["PruneConfig"],
             ["QuantizeConfig"],
-            ["PruneConfig", "QuantizeConfig"],
+            ["PruneConfig", "DistillConfig"],
+            ["PruneConfig", "DistillConfig", "QuantizeConfig"],
         )
         prune = [s for s in r.steps if type(s).__name__ == "PruneConfig"]
         if prune:
@@ -118,6 +118,98 @@ def test_every_batch_size_asked_for_must_be_faster_and_ranking_is_the_geomean() 
     both.status, fast_at_1.status = "accepted", "rejected"
     assert engine._objective(both, [1, 64]) < 1.0 < engine._objective(fast_at_1, [1, 64])
     assert engine._objective(None, [1]) > engine._objective(fast_at_1, [1, 64])
+
+
+class _FakeExecutor:
+    """Writes a manifest carrying the pruning ratio instead of training (the rung logic only)."""
+
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.built: list[str] = []
+
+    def build(self, recipe: Recipe, source: str, out: Path, *, timeout: float) -> dict[str, Any]:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "manifest.json").write_text(json.dumps({"ratio": recipe.steps[0].ratio}))
+        self.built.append(" + ".join(type(s).__name__ for s in recipe.steps))
+        return {"runtime": "eager"}
+
+    def close(self) -> None:
+        pass
+
+
+class _FakeJudge:
+    def __init__(self, drops: dict[float, float]) -> None:
+        self.drops = drops
+
+    def quality(self, artifact_dir: str) -> dict[str, Any]:
+        ratio = json.loads((Path(artifact_dir) / "manifest.json").read_text())["ratio"]
+        drop = self.drops[ratio]
+        return {
+            "accuracy": 0.9 - drop / 100,
+            "drop_points": drop,
+            "cosine": 0.99,
+            "loss_points": 1.0,
+        }
+
+
+def test_multi_fidelity_promotes_only_promising_pruning_levels(tmp_path: Path) -> None:
+    import optuna
+
+    from torchslim.recipe import DataRefs
+
+    space = SearchSpace(
+        prune_ratios=(0.2, 0.4, 0.6, 0.8),
+        recoveries=("kd",),
+        recovery_epochs=1.0,
+        short_recovery_epochs=0.25,
+        promote_within_points=3.0,
+        quantize=("none",),
+        runtimes=("onnxruntime",),
+    )
+    drops = {0.2: 0.5, 0.4: 3.0, 0.6: 0.2, 0.8: 10.0}
+    fake = _FakeExecutor()
+    builder = engine._Builder("m", tmp_path, _FakeJudge(drops), fake, lambda _m: None)  # type: ignore[arg-type]
+    study = optuna.create_study(
+        pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=2)
+    )
+    base = Recipe(data=DataRefs(teacher="torchslim:fashion_cnn"))
+    rungs: dict[str, Any] = {}
+    cons = {"max_drop_points": 1.0}
+    promoted = {}
+    for ratio in (0.2, 0.4, 0.6, 0.8):
+        choice = Choice(ratio, "kd", "none", "onnxruntime", "f32", "latency", 2)
+        recipe = space.recipe(choice, base)
+        assert [type(s).__name__ for s in recipe.steps] == ["PruneConfig", "DistillConfig"]
+        assert recipe.steps[0].recover.epochs == 0.25 and recipe.steps[1].epochs == 0.75
+        assert recipe.data.teacher == "torchslim:fashion_cnn"  # KD continues from the original
+        trial = study.ask()
+        info = builder.short_rung(recipe, trial, rungs, cons, space, 60.0)
+        promoted[ratio] = info["promoted"]
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    # first level: promoted (nothing to compare with); 0.4 worse than 0.2 → halved away;
+    # 0.6 the best so far → promoted; 0.8 is 9 points over the budget → never promoted
+    assert promoted == {0.2: True, 0.4: False, 0.6: True, 0.8: False}
+    whys = sorted(r["why"] for r in rungs.values())
+    assert any("successive halving" in w for w in whys) and any(
+        "over the budget" in w for w in whys
+    )
+    assert fake.built == ["PruneConfig"] * 4  # only short recoveries were trained here
+    # a second variant of a level reuses the decision (no new training)
+    again = space.recipe(Choice(0.4, "kd", "none", "onnxruntime", "f32", "latency", 2), base)
+    info = builder.short_rung(again, study.ask(), rungs, cons, space, 60.0)
+    assert info["promoted"] is False and len(fake.built) == 4
+    # finetune recovery needs no teacher in the recipe
+    ft = SearchSpace(
+        prune_ratios=(0.5,),
+        recoveries=("finetune",),
+        short_recovery_epochs=0.5,
+        quantize=("none",),
+        runtimes=("onnxruntime",),
+    ).recipe(Choice(0.5, "finetune", "none", "onnxruntime", "f32", "latency", 2), base)
+    assert ft.data.teacher is None
+    with pytest.raises(TorchslimError, match="short_recovery_epochs"):
+        SearchSpace(short_recovery_epochs=2.0, recovery_epochs=1.0)
 
 
 def test_pareto_keeps_only_non_dominated_records() -> None:
@@ -209,7 +301,9 @@ def test_resume_keeps_finished_candidates(searched: tuple[Path, Any]) -> None:
 def test_a_crashing_candidate_is_recorded_and_the_search_goes_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = engine._worker
+    from torchslim.search import executors
+
+    real = executors.run_worker
     calls = []
 
     def crash_first(recipe: Recipe, model: str, out: Path, **kw: Any) -> dict[str, Any]:
@@ -219,7 +313,7 @@ def test_a_crashing_candidate_is_recorded_and_the_search_goes_on(
             return {"error": f"exit code {proc.returncode}"}
         return real(recipe, model, out, **kw)
 
-    monkeypatch.setattr(engine, "_worker", crash_first)
+    monkeypatch.setattr(executors, "run_worker", crash_first)
     result = engine.optimize(
         "torchslim:fashion_cnn",
         calib=CALIB,
@@ -302,3 +396,45 @@ def test_best_so_far_survives_a_kill(tmp_path: Path) -> None:
     assert (out / "best" / "manifest.json").is_file(), "a best candidate should exist by now"
     art = load_artifact(out / "best")  # complete and hash-verified, whatever the kill hit
     assert art.recipe.steps or art.recipe.runtime is not None
+
+
+@pytest.mark.slow
+def test_multi_fidelity_on_a_local_ray_cluster(tmp_path: Path) -> None:
+    """Real training and building on Ray workers: the short-recovered level is built first, the
+    promoted one continues from it (its files shipped to the worker), and the artifacts come
+    back here, where they are re-loaded, evaluated and measured."""
+    pytest.importorskip("ray")
+    from torchslim.artifact import load_artifact
+
+    space = SearchSpace(
+        prune_ratios=(0.5,),
+        recoveries=("finetune",),
+        recovery_epochs=0.5,
+        short_recovery_epochs=0.25,
+        promote_within_points=100.0,  # tiny data: promote on successive halving alone
+        quantize=("none",),
+        runtimes=("onnxruntime",),
+        precisions=("f32",),
+    )
+    out = tmp_path / "o"
+    result = engine.optimize(
+        "torchslim:fashion_cnn",
+        eval=EVAL,
+        train="torchslim:fashion_mnist?split=train&limit=1024",
+        space=space,
+        out=out,
+        time_budget_s=600,
+        min_time_s=0.2,
+        threads=1,
+        executor="ray",
+        address="local",
+    )
+    [pruned] = [c for c in result.candidates if c.recipe["steps"]]
+    assert pruned.status in ("accepted", "rejected"), pruned.reason
+    rung = pruned.details["short_recovery"]
+    assert rung["promoted"] and rung["epochs"] == 0.25 and rung["drop_points"] is not None
+    assert pruned.details["pruned_channels"]  # per-layer widths from the worker's report
+    art = load_artifact(pruned.artifact)  # came back from the Ray worker, hash-verified
+    assert [type(s).__name__ for s in art.recipe.steps] == ["PruneConfig", "DistillConfig"]
+    assert len(list((out / "cache").glob("*.summary.json"))) == 2  # short, then the rest
+    assert pruned.flops_per_item < result.baseline["flops_per_item"]

@@ -22,11 +22,14 @@ _HELP = (
     "variant of MODEL that stays within the accuracy budget, each candidate built in its own "
     "process, re-loaded from its files, evaluated on --eval in the runtime it ships in and "
     "measured interleaved with the original. Writes OUT/best (the chosen artifact), "
-    "OUT/search.json (every candidate, why it was accepted or not) and OUT/report.html (Pareto "
-    "plot and table; opens offline).\n\n"
-    "Presets: fast (no retraining: quantization + runtime), balanced (adds structured pruning "
-    "with short recovery: needs --train), thorough (more levels, longer recovery); or a YAML "
-    "file of search-space fields.\n\n"
+    "OUT/search.json (every candidate, why it was accepted or not), OUT/report.html (Pareto "
+    "plot and table; opens offline) and OUT/report.md.\n\n"
+    "Presets: fast (no retraining: quantization + runtime), balanced (adds structured pruning: "
+    "each level gets a short recovery first and only the promising ones — successive halving — "
+    "the full one; needs --train), thorough (more levels, longer recovery); or a YAML file of "
+    "search-space fields.\n\n"
+    "Ctrl-C or a kill keeps OUT/best (the best so far); --resume continues without redoing "
+    "finished candidates.\n\n"
     "Exit codes: 0 a variant was chosen; 3 nothing met the constraints (the table says why); "
     "2 bad input.\n\n"
     "Examples:\n\n"
@@ -61,6 +64,18 @@ def optimize(
     threads: int | None = typer.Option(None, "--threads", help="Intra-op threads."),
     min_time: float = typer.Option(0.5, "--min-time", help="Seconds measured per model/batch."),
     seed: int = typer.Option(0, "--seed"),
+    executor: str = typer.Option(
+        "local",
+        "--executor",
+        help="Where candidates are built: local (worker processes here) or ray (a Ray "
+        "cluster; measuring stays here, one candidate at a time).",
+    ),
+    address: str | None = typer.Option(
+        None, "--address", help="Ray address: auto, host:port, ray://host:10001, or local."
+    ),
+    fmt: str = typer.Option(
+        "table", "--format", help="What to print: table, md (the Markdown report) or json."
+    ),
     force: bool = _run.FORCE_OPTION,
     trust_code: bool = _run.TRUST_CODE_OPTION,
     json_out: bool = JSON_OPTION,
@@ -68,8 +83,11 @@ def optimize(
 ) -> None:
     """Search for the fastest variant of MODEL within the budget."""
     from torchslim.cli._common import emit_json, parse_int_list, stderr_console, stdout_console
+    from torchslim.errors import TorchslimError
     from torchslim.search import optimize as run
 
+    if fmt not in ("table", "md", "json"):
+        raise TorchslimError(f"Unknown --format '{fmt}'.", "Use table, md or json.")
     err = stderr_console()
     with err.status("Starting the search …") as status:
         result = run(
@@ -93,41 +111,65 @@ def optimize(
             trust_code=trust_code,
             min_time_s=min_time,
             seed=seed,
-            progress=lambda msg: status.update(f"{msg} …"),
+            executor=executor,
+            address=address,
+            progress=_progress(status, parse_duration(time_budget)),
         )
     data = result.to_dict()
-    if json_out:
+    if json_out or fmt == "json":
         emit_json(data)
+    elif fmt == "md":
+        from torchslim._json import to_jsonable
+        from torchslim.report import render_search_markdown
+
+        typer.echo(render_search_markdown(to_jsonable(data)))
     else:
         print_search(data, stdout_console())
     if result.chosen is None:
         raise typer.Exit(3)
 
 
+def _progress(status: Any, budget_s: float) -> Any:
+    """A live status line: the stage and candidate, the best so far, the time left."""
+    import time
+
+    start = time.perf_counter()
+    best = ["none yet"]
+
+    def show(msg: str) -> None:
+        if msg.startswith("New best: "):
+            best[0] = msg.removeprefix("New best: ")
+        left = max(0.0, budget_s - (time.perf_counter() - start))
+        status.update(f"{msg} … [dim]| best: {best[0]} | {left / 60:.1f} min left[/]")
+
+    return show
+
+
 def print_search(d: dict[str, Any], con: Any) -> None:
     """The candidate table and the verdict."""
     from rich.table import Table
 
-    b = str(d["constraints"]["batch_size"])
+    bs = [str(x) for x in d["constraints"].get("batch_sizes") or [d["constraints"]["batch_size"]]]
     base = d["baseline"]
     t = Table(
         title=f"optimize {base['source']}: {len(d['candidates'])} candidates, "
         f"{d['seconds']} s ({d['stopped']})"
     )
-    for col in ("recipe", "status", "top-1", "drop (pts)", f"ms b={b}", "speed-up [95% CI]", "MB"):
+    cols = ["recipe", "status", "top-1", "drop (pts)"]
+    for b in bs:
+        cols += [f"ms b={b}", f"speed-up b={b} [95% CI]"]
+    for col in [*cols, "MB"]:
         t.add_column(col, justify="left" if col in ("recipe", "status") else "right")
     t.add_row(
         "original",
         "",
         "—" if base["accuracy"] is None else f"{base['accuracy']:.2%}",
         "",
-        f"{base['latency_ms'][b]:.3f}",
-        "1.00×",
+        *[x for b in bs for x in (f"{base['latency_ms'][b]:.3f}", "1.00×")],
         f"{base['size_mb'] or 0:.3f}",
     )
     chosen = (d.get("chosen") or {}).get("key")
     for c in d["candidates"]:
-        sp = (c.get("speedup") or {}).get(b)
         mark = "★ " if c["key"] == chosen else ""
         label = mark + " → ".join(c["steps"])
         if c.get("reason"):
@@ -137,8 +179,7 @@ def print_search(d: dict[str, Any], con: Any) -> None:
             c["status"],
             "—" if c.get("accuracy") is None else f"{c['accuracy']:.2%}",
             "—" if c.get("drop_points") is None else f"{c['drop_points']:+.2f}",
-            "—" if not c.get("latency_ms") else f"{c['latency_ms'][b]:.3f}",
-            "—" if sp is None else f"{sp['ratio']:.2f}× [{sp['ci95'][0]:.2f}–{sp['ci95'][1]:.2f}]",
+            *[x for b in bs for x in _speed_cells(c, b)],
             "—" if c.get("size_mb") is None else f"{c['size_mb']:.3f}",
         )
     con.print(t)
@@ -152,6 +193,15 @@ def print_search(d: dict[str, Any], con: Any) -> None:
             "[bold]No candidate met the constraints[/]; nothing was chosen "
             f"(report: {d['out']}/report.html)."
         )
+
+
+def _speed_cells(c: dict[str, Any], b: str) -> tuple[str, str]:
+    lat = (c.get("latency_ms") or {}).get(b)
+    sp = (c.get("speedup") or {}).get(b)
+    return (
+        "—" if lat is None else f"{lat:.3f}",
+        "—" if sp is None else f"{sp['ratio']:.2f}× [{sp['ci95'][0]:.2f}–{sp['ci95'][1]:.2f}]",
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -25,14 +25,11 @@ How it works:
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
 import os
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from torchslim.errors import TorchslimError
+from torchslim.search.executors import Executor, make_executor
 from torchslim.search.space import Choice, SearchSpace, load_space
 
 if TYPE_CHECKING:
@@ -74,6 +72,12 @@ class SearchRecord:
         artifact: Its artifact directory.
         key: Hash of its recipe.
         noisy: The measurement stayed noisy after re-measuring (never accepted).
+        flops_per_item: FLOPs per item of the model it runs (the pruned one when pruned; the
+            float-equivalent count for quantized models).
+        percent_of_peak: Per batch size, achieved FLOP/s as a percentage of this machine's GEMM
+            peak for its precision (roofline-style efficiency).
+        details: What its steps did: ``pruned_channels`` (layer → [before, after]),
+            ``kept_float`` (layer → why, from accuracy-aware quantization), ``sensitivity``.
     """
 
     recipe: dict[str, Any]
@@ -94,6 +98,9 @@ class SearchRecord:
     artifact: str | None = None
     key: str = ""
     noisy: bool = False
+    flops_per_item: float | None = None
+    percent_of_peak: dict[str, float] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form."""
@@ -114,6 +121,9 @@ class OptimizeResult:
         out: The output directory (search.json, report.html, study, candidates).
         seconds: Wall-clock time of the search.
         stopped: Why the search stopped (``space exhausted``, ``time budget``, ``trials``).
+        constraints: The acceptance rules applied.
+        machine: The machine and library versions everything was measured on.
+        checklist: The original model's ``inspect`` checklist items.
     """
 
     chosen: SearchRecord | None
@@ -125,6 +135,8 @@ class OptimizeResult:
     seconds: float
     stopped: str
     constraints: dict[str, Any] = field(default_factory=dict)
+    machine: dict[str, Any] = field(default_factory=dict)
+    checklist: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """The ``--json`` / ``search.json`` form."""
@@ -150,92 +162,14 @@ class OptimizeResult:
             "seconds": round(self.seconds, 1),
             "stopped": self.stopped,
             "constraints": self.constraints,
+            "machine": self.machine,
+            "checklist": self.checklist,
         }
 
 
 def _key(recipe: Recipe) -> str:
     text = json.dumps(recipe.to_dict(), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _memory_limit() -> Callable[[], None] | None:
-    """A ``preexec_fn`` capping a worker's address space at 80% of the machine's memory."""
-    try:
-        import resource
-
-        import psutil
-
-        cap = int(psutil.virtual_memory().total * 0.8)
-    except Exception:  # pragma: no cover - not on POSIX
-        return None
-
-    def limit() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
-
-    return limit
-
-
-def _worker(
-    recipe: Recipe,
-    model: str,
-    out: Path,
-    *,
-    timeout: float,
-    threads: int | None,
-    trust_code: bool,
-) -> dict[str, Any]:
-    """Build one candidate in its own process; its JSON summary, or ``{"error": ...}``."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    recipe_file = out.parent / f"{out.name}.recipe.yaml"
-    recipe.save(recipe_file)
-    cmd = [
-        sys.executable,
-        "-m",
-        "torchslim.cli.main",
-        "run",
-        str(recipe_file),
-        model,
-        "--out",
-        str(out),
-        "--force",
-        "--no-latency",
-        "--json",
-    ]
-    if threads:
-        cmd += ["--threads", str(threads)]
-    if trust_code:
-        cmd.append("--trust-code")
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    try:
-        proc = subprocess.run(
-            cmd,
-            capture_output=True,
-            text=True,
-            timeout=max(5.0, timeout),
-            env=env,
-            preexec_fn=_memory_limit(),
-        )
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout:.0f} s"}
-    if proc.returncode != 0:
-        lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
-        if not lines and proc.stdout.strip().startswith("{"):
-            with contextlib.suppress(ValueError):
-                lines = [str(json.loads(proc.stdout).get("error"))]
-        why = (
-            lines[0].removeprefix("error: ")
-            if lines
-            else (
-                f"exit code {proc.returncode}"
-                + (" (killed: out of memory?)" if proc.returncode < 0 else "")
-            )
-        )
-        return {"error": why}
-    try:
-        result: dict[str, Any] = json.loads(proc.stdout)
-    except ValueError:
-        return {"error": "the worker printed no JSON summary"}
-    return result
 
 
 class _Judge:
@@ -265,6 +199,14 @@ class _Judge:
         spec = loaded.input_spec or eval_data.input_spec()
         self.spec = spec
         self.base_target = BenchTarget.from_module(module, self._inputs, name="baseline")
+        from torchslim.machine import machine_peak
+        from torchslim.measure import count_flops
+
+        self.base_flops = count_flops(module, self._inputs(1))
+        try:
+            self.peak: Any = machine_peak(threads=threads)
+        except Exception:  # the efficiency column is a nicety: never fail a search on it
+            self.peak = None
         with torch.no_grad():
             self.base_out = predict(module, eval_data, 32)
         self.labels = eval_data.labels if eval_data.has_labels else None
@@ -290,11 +232,61 @@ class _Judge:
         acc = None if self.base_correct is None else float(self.base_correct.float().mean())
         return {
             "source": self.loaded.source,
+            "flops_per_item": self.base_flops,
+            "percent_of_peak": {
+                str(b): self.efficiency(self.base_flops, "fp32", b, ms)
+                for b, ms in self.reference_ms.items()
+            },
+            "peak_gflops": None if self.peak is None else dict(self.peak.gflops),
             "accuracy": acc,
             "eval_data": self.data.name,
             "eval_samples": len(self.data),
             "latency_ms": {str(b): bm.latency.p50_ms for b, bm in m.batches.items()},
             "size_mb": baseline_size_mb(self.loaded, self.loaded.require_module(), self._inputs(2)),
+        }
+
+    def efficiency(
+        self, flops: float | None, precision: str, batch: int, ms: float
+    ) -> float | None:
+        """Achieved FLOP/s over this machine's GEMM peak for ``precision``, in percent."""
+        got = None if self.peak is None else self.peak.for_dtype(precision)
+        if not flops or got is None or ms <= 0:
+            return None
+        return 100.0 * (flops * batch / (ms / 1000.0)) / (got[1] * 1e9)
+
+    def flops_of(self, artifact_dir: str | None) -> float | None:
+        """FLOPs per item of an artifact's module (the pruned prefix), else the original's."""
+        if artifact_dir is None:
+            return self.base_flops
+        from torchslim.artifact import load_artifact
+        from torchslim.measure import count_flops
+
+        try:
+            return count_flops(load_artifact(artifact_dir).module(), self._inputs(1))
+        except Exception:
+            return None
+
+    def quality(self, artifact_dir: str) -> dict[str, Any]:
+        """Accuracy and drop (labelled data), cosine and a fidelity loss of an artifact, with no
+        latency measurement (the short-recovery rung of multi-fidelity)."""
+        import torch
+
+        from torchslim.artifact import load_artifact
+        from torchslim.evaluate import fidelity, predict
+
+        runner = load_artifact(artifact_dir).runner()
+        with torch.no_grad():
+            out = predict(runner, self.data, 32)
+        fid = fidelity(self.base_out, out)
+        acc = drop = None
+        if self.base_correct is not None and self.labels is not None:
+            acc = float((out.argmax(1) == self.labels).float().mean())
+            drop = 100.0 * (float(self.base_correct.float().mean()) - acc)
+        return {
+            "accuracy": acc,
+            "drop_points": drop,
+            "cosine": fid.cosine,
+            "loss_points": 100.0 * (1.0 - float(fid.cosine)),
         }
 
     def judge(self, rec: SearchRecord) -> None:
@@ -352,6 +344,11 @@ class _Judge:
             }
         if best[0] > _MAX_CI_WIDTH * _MAX_DRIFT:
             rec.noisy = True
+        precision = str(getattr(art.capabilities, "precision", "fp32") or "fp32")
+        for b in self.batch_sizes:
+            pct = self.efficiency(rec.flops_per_item, precision, b, rec.latency_ms[str(b)])
+            if pct is not None:
+                rec.percent_of_peak[str(b)] = pct
 
 
 _MAX_CI_WIDTH = 1.6
@@ -441,13 +438,15 @@ def _save_best(rec: SearchRecord, out: Path) -> str:
 
 def _write_outputs(result: OptimizeResult, out: Path) -> None:
     from torchslim._json import to_jsonable
-    from torchslim.report import render_search_report
+    from torchslim.report import render_search_markdown, render_search_report
 
     data = to_jsonable(result.to_dict())
     (out / "search.json.tmp").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     os.replace(out / "search.json.tmp", out / "search.json")
     (out / "report.html.tmp").write_text(render_search_report(data), encoding="utf-8")
     os.replace(out / "report.html.tmp", out / "report.html")
+    (out / "report.md.tmp").write_text(render_search_markdown(data), encoding="utf-8")
+    os.replace(out / "report.md.tmp", out / "report.md")
 
 
 def optimize(
@@ -473,6 +472,8 @@ def optimize(
     trust_code: bool = False,
     min_time_s: float = 0.5,
     seed: int = 0,
+    executor: str = "local",
+    address: str | None = None,
     progress: Progress | None = None,
 ) -> OptimizeResult:
     """Search recipes for the fastest variant of ``model`` that keeps its promises.
@@ -503,6 +504,11 @@ def optimize(
             the user gave).
         min_time_s: Measuring time per model and batch size.
         seed: Seed for the sampler and every recipe.
+        executor: Where candidates are built: ``local`` (worker processes here) or ``ray``
+            (Ray tasks on a cluster; see :mod:`torchslim.search.executors`). Measuring always
+            happens here, one candidate at a time.
+        address: Ray cluster address (``auto``, ``host:port``, ``ray://…``, or ``local`` for a
+            private cluster on this machine).
         progress: Called with a short status line.
 
     Returns:
@@ -555,6 +561,7 @@ def optimize(
         if out.exists():
             shutil.rmtree(out)
         out.mkdir(parents=True)
+    context = _context(loaded)
     say("Measuring the original")
     judge = _Judge(loaded, eval_ds, tuple(batch_sizes), threads, min_time_s)
     baseline = judge.baseline()
@@ -566,7 +573,13 @@ def optimize(
         "max_size_mb": max_size_mb,
         "target_latency_ms": target_latency_ms,
     }
-    base = Recipe((), None, tuple(batch_sizes), DataRefs(calib=calib, eval=eval, train=train), seed)
+    # The teacher ref is the original model; the space keeps it only where a KD step continues
+    # from a short-recovered model (which must not become its own teacher).
+    refs = DataRefs(calib=calib, eval=eval, train=train, teacher=model)
+    base = Recipe((), None, tuple(batch_sizes), refs, seed)
+    runner = make_executor(executor, address=address, threads=threads, trust_code=trust_code)
+    builder = _Builder(model, out, judge, runner, say)
+    rungs: dict[str, dict[str, Any]] = {}
 
     dims = sp.dimensions()
     samplers = {
@@ -583,6 +596,9 @@ def optimize(
         load_if_exists=resume,
         direction="minimize",
         sampler=samplers[sampler](),
+        # Multi-fidelity: a pruning level reports its drop after short recovery (step 1); only
+        # the better half of the levels at that rung go on to the full recovery.
+        pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=2),
     )
     records: dict[str, SearchRecord] = {}
     for t in study.trials:  # resume: finished candidates are kept, not redone
@@ -639,21 +655,29 @@ def optimize(
                 continue
             seen_keys.add(key)
             misses = 0
+            rung = None
+            if _training_steps(recipe) == 2 and sp.short_recovery_epochs is not None:
+                rung = builder.short_rung(
+                    recipe, trial, rungs, constraints, sp, time_budget_s - elapsed
+                )
+            if rung is not None and not rung["promoted"]:
+                rec = SearchRecord(recipe.to_dict(), recipe.describe(), key=key)
+                rec.status = "pruned" if "error" not in rung else "failed"
+                rec.reason = (
+                    f"pruning/recovery failed: {rung['error']}"
+                    if "error" in rung
+                    else f"stopped after short recovery ({rung['epochs']:g} epoch): {rung['why']}"
+                )
+                rec.details["short_recovery"] = rung
+                records[key] = rec
+                trial.set_user_attr("record", rec.to_dict())
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                continue
             rec = _build(
-                recipe,
-                key,
-                model,
-                out,
-                judge,
-                constraints,
-                batch,
-                sp,
-                time_budget_s - elapsed,
-                threads,
-                trust_code,
-                say,
-                len(records) + 1,
+                recipe, key, builder, constraints, batch, time_budget_s - elapsed, len(records) + 1
             )
+            if rung is not None:
+                rec.details["short_recovery"] = rung
             records[key] = rec
             trial.set_user_attr("record", rec.to_dict())
             study.tell(trial, _objective(rec, batch_sizes))
@@ -678,11 +702,15 @@ def optimize(
                     time.perf_counter() - started,
                     "running",
                     constraints,
+                    context["machine"],
+                    context["checklist"],
                 ),
                 out,
             )
     except KeyboardInterrupt:
         stopped = "interrupted"
+    finally:
+        runner.close()
     result = OptimizeResult(
         best,
         baseline,
@@ -693,11 +721,29 @@ def optimize(
         time.perf_counter() - started,
         stopped,
         constraints,
+        context["machine"],
+        context["checklist"],
     )
     _write_outputs(result, out)
     if stopped == "interrupted":
         raise KeyboardInterrupt
     return result
+
+
+def _context(loaded: LoadedModel) -> dict[str, Any]:
+    """The machine/versions and the original's ``inspect`` checklist, for the report."""
+    from torchslim.machine import machine_info
+
+    ctx: dict[str, Any] = {"machine": machine_info().to_dict(), "checklist": []}
+    try:
+        from torchslim.doctor import diagnose
+
+        ctx["checklist"] = [f.to_dict() for f in diagnose(loaded).findings]
+    except Exception as exc:  # the checklist is advice: never fail a search on it
+        ctx["checklist"] = [
+            {"id": "checklist-error", "severity": "info", "title": f"checklist not run: {exc}"}
+        ]
+    return ctx
 
 
 def _all_choices(dims: dict[str, list[Any]]) -> list[dict[str, Any]]:
@@ -721,46 +767,151 @@ def _objective(rec: SearchRecord | None, batches: Sequence[int]) -> float:
     return 1.0 / score if rec.status == "accepted" else 10.0 + 1.0 / score
 
 
+def _training_steps(recipe: Recipe) -> int:
+    """How many leading steps train (pruning with recovery, further recovery): the prefix that
+    is built once and shared by every quantization/runtime variant on top of it."""
+    n = 0
+    for step in recipe.steps:
+        if type(step).__name__ not in ("PruneConfig", "DistillConfig"):
+            break
+        n += 1
+    return n
+
+
+class _Builder:
+    """Builds candidates through an executor, with the cache of trained prefixes."""
+
+    def __init__(
+        self, model: str, out: Path, judge: _Judge, executor: Executor, say: Progress
+    ) -> None:
+        self.model = model
+        self.out = out
+        self.judge = judge
+        self.executor = executor
+        self.say = say
+
+    def prefix(self, recipe: Recipe, n_steps: int, time_left: float) -> tuple[Path | None, str]:
+        """Build ``recipe.steps[:n_steps]`` once (cached by its hash); each longer prefix
+        continues from the shorter one's artifact. Returns ``(dir, "")`` or ``(None, error)``."""
+        from dataclasses import replace
+
+        prefix = replace(recipe, steps=recipe.steps[:n_steps], runtime=None)
+        pdir = self.out / "cache" / _key(prefix)
+        if (pdir / "manifest.json").is_file():
+            return pdir, ""
+        source = self.model
+        if n_steps > 1:
+            parent, err = self.prefix(recipe, n_steps - 1, time_left)
+            if parent is None:
+                return None, err
+            source = str(parent)
+        got = self.executor.build(prefix, source, pdir, timeout=time_left)
+        if "error" in got:
+            return None, str(got["error"])
+        (pdir.parent / f"{pdir.name}.summary.json").write_text(
+            json.dumps(got, default=str), encoding="utf-8"
+        )
+        return pdir, ""
+
+    def prefix_details(self, rec: SearchRecord, recipe: Recipe, n_steps: int) -> None:
+        from dataclasses import replace
+
+        for k in range(1, n_steps + 1):
+            pkey = _key(replace(recipe, steps=recipe.steps[:k], runtime=None))
+            summary = self.out / "cache" / f"{pkey}.summary.json"
+            if summary.is_file():
+                _collect_details(rec, json.loads(summary.read_text(encoding="utf-8")))
+
+    def short_rung(
+        self,
+        recipe: Recipe,
+        trial: Any,
+        rungs: dict[str, dict[str, Any]],
+        constraints: dict[str, Any],
+        sp: SearchSpace,
+        time_left: float,
+    ) -> dict[str, Any]:
+        """Multi-fidelity: the drop of the pruning level after its short recovery, and whether
+        it is promoted to the full recovery (successive halving via Optuna's pruner, plus the
+        space's ``promote_within_points`` limit). Decided once per pruning level."""
+        from dataclasses import replace
+
+        rkey = _key(replace(recipe, steps=recipe.steps[:1], runtime=None))
+        file = self.out / "cache" / f"{rkey}.rung.json"
+        if rkey not in rungs and file.is_file():
+            rungs[rkey] = json.loads(file.read_text(encoding="utf-8"))
+        info = rungs.get(rkey)
+        if info is None:
+            self.say(f"Pruning level {recipe.describe()[0]}: short recovery first")
+            pdir, err = self.prefix(recipe, 1, time_left)
+            if pdir is None:
+                info = {"error": err, "promoted": False}
+            else:
+                q = self.judge.quality(str(pdir))
+                value = q["drop_points"] if q["drop_points"] is not None else q["loss_points"]
+                trial.report(value, step=1)
+                by_sha = not trial.should_prune()
+                limit = constraints["max_drop_points"] + sp.promote_within_points
+                within = q["drop_points"] is None or q["drop_points"] <= limit
+                info = {
+                    **q,
+                    "epochs": sp.short_recovery_epochs,
+                    "promoted": by_sha and within,
+                    "why": (
+                        "promoted to the full recovery"
+                        if by_sha and within
+                        else (
+                            f"drop {value:.2f} points after short recovery is more than "
+                            f"{sp.promote_within_points:g} points over the budget"
+                            if not within
+                            else "not in the better half of the pruning levels tried at this "
+                            "fidelity (successive halving)"
+                        )
+                    ),
+                }
+            rungs[rkey] = info
+            file.parent.mkdir(parents=True, exist_ok=True)
+            file.write_text(json.dumps(info), encoding="utf-8")
+        elif "error" not in info:
+            value = info["drop_points"] if info["drop_points"] is not None else info["loss_points"]
+            trial.report(value, step=1)
+        return info
+
+
 def _build(
     recipe: Recipe,
     key: str,
-    model: str,
-    out: Path,
-    judge: _Judge,
+    builder: _Builder,
     constraints: dict[str, Any],
     batch: int,
-    sp: SearchSpace,
     time_left: float,
-    threads: int | None,
-    trust_code: bool,
-    say: Progress,
     n: int,
 ) -> SearchRecord:
-    """Build (in a worker), re-load, evaluate and measure one candidate."""
-    from dataclasses import replace
-
+    """Build (through the executor), re-load, evaluate and measure one candidate."""
+    say = builder.say
+    judge = builder.judge
     rec = SearchRecord(recipe.to_dict(), recipe.describe(), key=key)
     say(f"Candidate {n}: {' → '.join(rec.steps)}")
-    source = model
-    prune_steps = tuple(s for s in recipe.steps if type(s).__name__ == "PruneConfig")
-    if prune_steps:  # build the pruned + recovered prefix once; variants continue from it
-        prefix = replace(recipe, steps=prune_steps, runtime=None)
-        pdir = out / "cache" / _key(prefix)
-        if not (pdir / "manifest.json").is_file():
-            say(f"Candidate {n}: pruning and recovering (cached for every variant on top)")
-            got = _worker(
-                prefix, model, pdir, timeout=time_left, threads=threads, trust_code=trust_code
-            )
-            if "error" in got:
-                rec.reason = f"pruning/recovery failed: {got['error']}"
-                return rec
+    source = builder.model
+    n_train = _training_steps(recipe)
+    if n_train:  # build the trained prefix once; every variant continues from it
+        say(f"Candidate {n}: pruning and recovering (cached for every variant on top)")
+        pdir, err = builder.prefix(recipe, n_train, time_left)
+        if pdir is None:
+            rec.reason = f"pruning/recovery failed: {err}"
+            return rec
         source = str(pdir)
-    cdir = out / "candidates" / key
-    got = _worker(recipe, source, cdir, timeout=time_left, threads=threads, trust_code=trust_code)
+        builder.prefix_details(rec, recipe, n_train)
+        rec.flops_per_item = _cached_flops(judge, str(pdir))
+    else:
+        rec.flops_per_item = judge.base_flops
+    cdir = builder.out / "candidates" / key
+    got = builder.executor.build(recipe, source, cdir, timeout=time_left)
     if "error" in got:
         rec.reason = str(got["error"])
         return rec
     rec.artifact = str(cdir)
+    _collect_details(rec, got)
     rec.runtime = got.get("runtime")
     rec.build_seconds = got.get("build_seconds")
     rec.train_seconds = got.get("train_seconds")
@@ -777,3 +928,29 @@ def _build(
     rec.status = "rejected" if why else "accepted"
     rec.reason = "; ".join(why) or None
     return rec
+
+
+_FLOPS_CACHE: dict[str, float | None] = {}
+
+
+def _cached_flops(judge: _Judge, artifact_dir: str) -> float | None:
+    if artifact_dir not in _FLOPS_CACHE:
+        _FLOPS_CACHE[artifact_dir] = judge.flops_of(artifact_dir)
+    return _FLOPS_CACHE[artifact_dir]
+
+
+def _collect_details(rec: SearchRecord, summary: dict[str, Any]) -> None:
+    """Per-layer facts from a worker's step reports: pruned channel counts, layers kept in float
+    by accuracy-aware quantization and its sensitivity table."""
+    for rep in summary.get("reports") or []:
+        if not isinstance(rep, dict):
+            continue
+        if rep.get("channels"):
+            rec.details["pruned_channels"] = rep["channels"]
+            rec.details["channel_ratio"] = rep.get("channel_ratio")
+        aware = rep.get("accuracy_aware")
+        if isinstance(aware, dict):
+            rec.details["kept_float"] = aware.get("kept_float") or {}
+            rec.details["sensitivity"] = (aware.get("sensitivity") or [])[:20]
+        if rep.get("quantized_layers") is not None:
+            rec.details["quantized_layers"] = len(rep["quantized_layers"])

@@ -5,7 +5,8 @@ its recovery (KD or label-only fine-tuning: a choice the search makes), quantiza
 backend, runtime, OpenVINO precision and performance hint, threads — and turns one choice per
 dimension into a valid :class:`~torchslim.recipe.Recipe` (or ``None`` for a combination that
 cannot run, e.g. OpenVINO INT8 on ONNX Runtime). Presets: ``fast`` (no retraining: graph +
-quantization + runtime), ``balanced`` (adds pruning with short recovery), ``thorough`` (more
+quantization + runtime), ``balanced`` (adds pruning: each level recovered for a quarter epoch
+first, and only the promising ones — successive halving — for a full epoch), ``thorough`` (more
 pruning levels, longer recovery). A user space is YAML with the same fields.
 """
 
@@ -43,6 +44,13 @@ class SearchSpace:
         recoveries: Recovery after pruning: ``kd`` (distil from the original) or ``finetune``
             (labels only).
         recovery_epochs: Epochs of recovery training.
+        short_recovery_epochs: Multi-fidelity (``None``: off): every pruning level is first
+            recovered this long; only the promising ones (successive halving over the drop after
+            short recovery, Optuna's pruner) continue to ``recovery_epochs`` in a second
+            training step that starts from the short-recovered model (same recovery method;
+            ``kd`` keeps the original model as teacher).
+        promote_within_points: A pruning level whose drop after short recovery is over the
+            accuracy budget by more than this many points is never promoted.
         quantize: ``none`` or ``method/backend`` (``static/openvino``, ``static/onnxruntime``,
             ``dynamic/onnxruntime``, ``dynamic/torch``).
         runtimes: Runtimes for float models (quantized ones run in their backend's runtime).
@@ -55,6 +63,8 @@ class SearchSpace:
     round_to: int = 8
     recoveries: tuple[str, ...] = ("finetune", "kd")
     recovery_epochs: float = 1.0
+    short_recovery_epochs: float | None = None
+    promote_within_points: float = 3.0
     quantize: tuple[str, ...] = ("none", "static/openvino", "static/onnxruntime", "dynamic/torch")
     runtimes: tuple[str, ...] = ("openvino", "onnxruntime")
     precisions: tuple[str, ...] = ("f32", "bf16")
@@ -79,6 +89,13 @@ class SearchSpace:
             )
         if self.recovery_epochs <= 0 or any(t < 1 for t in self.threads):
             raise TorchslimError("recovery_epochs and threads must be positive.")
+        short = self.short_recovery_epochs
+        if short is not None and not 0 < short < self.recovery_epochs:
+            raise TorchslimError(
+                f"short_recovery_epochs ({short}) must be above 0 and below recovery_epochs "
+                f"({self.recovery_epochs}).",
+                "E.g. short_recovery_epochs: 0.25 with recovery_epochs: 1, or leave it out.",
+            )
 
     def dimensions(self) -> dict[str, list[Any]]:
         """The categorical choices per dimension (what a sampler draws from)."""
@@ -114,10 +131,12 @@ class SearchSpace:
 
         dims = self.dimensions()
         steps: list[Any] = []
+        teacher = None
         if choice.prune > 0:
-            recover = DistillConfig(
-                method=DistillMethod(choice.recover), epochs=self.recovery_epochs, seed=base.seed
-            )
+            recovery = DistillMethod(choice.recover)
+            short = self.short_recovery_epochs
+            first = self.recovery_epochs if short is None else short
+            recover = DistillConfig(method=recovery, epochs=first, seed=base.seed)
             steps.append(
                 PruneConfig(
                     ratio=choice.prune,
@@ -126,6 +145,11 @@ class SearchSpace:
                     recover=recover,
                 )  # type: ignore[arg-type]
             )
+            if short is not None:  # the rest of the recovery, for promoted levels only
+                rest = round(self.recovery_epochs - short, 6)
+                steps.append(DistillConfig(method=recovery, epochs=rest, seed=base.seed))
+                if recovery == DistillMethod.KD:
+                    teacher = base.data.teacher  # the original, not the short-recovered model
         elif choice.recover != dims["recover"][0]:
             return None
         quant = choice.quantize
@@ -156,7 +180,9 @@ class SearchSpace:
             runtime = OrtConfig(intra_op_threads=threads)
         else:
             runtime = None if quant.endswith("torch") else EagerConfig(threads=threads)
-        return replace(base, steps=tuple(steps), runtime=runtime)
+        return replace(
+            base, steps=tuple(steps), runtime=runtime, data=replace(base.data, teacher=teacher)
+        )
 
 
 @dataclass(frozen=True)
@@ -182,10 +208,13 @@ def _has_native_bf16() -> bool:
 
 PRESETS: dict[str, SearchSpace] = {
     "fast": SearchSpace(),
-    "balanced": SearchSpace(prune_ratios=(0.0, 0.3, 0.5), recovery_epochs=1.0),
+    "balanced": SearchSpace(
+        prune_ratios=(0.0, 0.3, 0.5), recovery_epochs=1.0, short_recovery_epochs=0.25
+    ),
     "thorough": SearchSpace(
         prune_ratios=(0.0, 0.25, 0.5, 0.7),
         recovery_epochs=3.0,
+        short_recovery_epochs=0.5,
         quantize=QUANT_CHOICES,
         runtimes=("openvino", "onnxruntime", "eager"),
         hints=("latency", "throughput"),
