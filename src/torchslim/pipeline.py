@@ -361,8 +361,17 @@ def _run(
 
         if lowered is None and rep in (Representation.ONNX, Representation.OPENVINO):
             lowered = deployed.representation()  # continuing from an artifact's runtime
+        from torchslim.recipe import static_shapes
+
+        build_examples = examples
+        if static_shapes(runtime_config):  # compiled for the recipe's one batch size
+            if spec is None:
+                raise TorchslimError(
+                    "Static shapes need the model's input shapes.", "Give --input-shape."
+                )
+            build_examples = spec.example_inputs(batch_size=recipe.batch_sizes[0], seed=recipe.seed)
         say(f"Building the {type(runtime_config).__name__} runtime")
-        deployed = build(lowered if lowered is not None else module, runtime_config, examples)
+        deployed = build(lowered if lowered is not None else module, runtime_config, build_examples)
         lowered_from_module = rep == Representation.MODULE
     cand.runtime = str(getattr(deployed, "runtime", "eager")) if deployed is not None else "eager"
 
@@ -374,7 +383,11 @@ def _run(
             deployed,
             module,
             spec if spec is not None else examples,
-            batch_sizes=tuple(sorted({1, 4, *recipe.batch_sizes})),
+            batch_sizes=(
+                tuple(recipe.batch_sizes)
+                if static_shapes(runtime_config)
+                else tuple(sorted({1, 4, *recipe.batch_sizes}))
+            ),
         )
 
     tmp = tempfile.TemporaryDirectory(prefix="torchslim-run-")

@@ -83,6 +83,12 @@ class DataRefs:
     teacher: str | None = None
 
 
+def static_shapes(runtime: Any) -> bool:
+    """Whether a runtime config compiles fixed input shapes (``dynamic=False``): its model is
+    then built for the recipe's one batch size only."""
+    return runtime is not None and getattr(runtime, "dynamic", True) is False
+
+
 @config_type("Recipe", version=RECIPE_VERSION)
 @dataclass(frozen=True)
 class Recipe:
@@ -203,6 +209,12 @@ class Recipe:
                     f"The last step produced a {rep}, which the '{entry.name}' runtime cannot run.",
                     f"Use the {' or '.join(sorted(allowed))} runtime, or quantize with a backend "
                     f"that matches '{entry.name}'.",
+                )
+            if static_shapes(self.runtime) and len(self.batch_sizes) != 1:
+                raise RecipeError(
+                    f"A runtime with static shapes is compiled for one batch size; the recipe "
+                    f"has {list(self.batch_sizes)}.",
+                    "Give one batch size, or keep the runtime's shapes dynamic (dynamic: true).",
                 )
         return produced
 

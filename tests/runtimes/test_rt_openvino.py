@@ -56,3 +56,29 @@ def test_from_onnx_and_static_shapes(tmp_path: Path) -> None:
 def test_python_branch_on_tensor_is_refused() -> None:
     with pytest.raises(ExportError, match=r"data-dependent control flow at rt_helpers\.py"):
         build(DataDependent().eval(), OpenVINOConfig(), (torch.rand(2, 4),))
+
+
+def test_static_shapes_compile_one_batch_and_run_others_in_padded_chunks(tmp_path: Path) -> None:
+    """A search may compile OpenVINO for the one batch it optimises for (static shapes); the
+    artifact says so, and any other batch still gives the dynamic model's answers."""
+    from torchslim.artifact import load_artifact
+    from torchslim.models import load_model
+    from torchslim.pipeline import run_recipe
+    from torchslim.recipe import Recipe, RecipeError
+
+    static = Recipe(runtime=OpenVINOConfig(dynamic=False), batch_sizes=(8,))
+    with pytest.raises(RecipeError, match="one batch size"):
+        Recipe(runtime=OpenVINOConfig(dynamic=False), batch_sizes=(1, 8)).validate()
+    loaded = load_model("torchslim:fashion_cnn")
+    cand = run_recipe(static, loaded, measure=False, raise_errors=True)
+    assert cand.parity is not None and cand.parity.passed
+    cand.save(tmp_path / "static")
+    art = load_artifact(tmp_path / "static")
+    assert art.capabilities.dynamic_batch is False and art.capabilities.batch_sizes == (8,)
+    runner = art.runner()
+    assert runner.compiled.inputs[0].get_partial_shape().is_static
+    module = loaded.require_module()
+    for n in (8, 3, 19):  # the compiled batch, a smaller one (padded), a larger one (chunks)
+        x = torch.randn(n, 1, 28, 28)
+        with torch.no_grad():
+            torch.testing.assert_close(runner(x), module(x), rtol=1e-3, atol=1e-4)

@@ -51,6 +51,21 @@ def test_space_yields_valid_unique_recipes_only() -> None:
     assert recoveries == {"kd", "finetune"}  # the recovery is a choice the search makes
 
 
+def test_static_shapes_only_for_one_batch_size_on_openvino() -> None:
+    space = SearchSpace(quantize=("none", "static/openvino"), runtimes=("openvino", "onnxruntime"))
+
+    def statics(batches: tuple[int, ...]) -> list[Recipe]:
+        recipes = [space.recipe(c, Recipe(batch_sizes=batches)) for c in _choices(space)]
+        return [r for r in recipes if r is not None and r.runtime.__dict__.get("dynamic") is False]
+
+    one = statics((64,))
+    assert {type(r.runtime).__name__ for r in one} == {"OpenVINOConfig"}
+    assert len(one) == len(space.dimensions()["precision"]) + 1  # each float precision + INT8
+    for r in one:
+        r.validate()
+    assert statics((1, 64)) == []  # several batch sizes: shapes stay dynamic
+
+
 def test_user_space_from_yaml_and_bad_fields(tmp_path: Path) -> None:
     good = tmp_path / "space.yaml"
     good.write_text("prune_ratios: [0.0, 0.5]\nquantize: [none, static/openvino]\n")

@@ -113,9 +113,12 @@ class OpenVINODeployed(BaseDeployed):
             "optimal_requests": int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")),
             "convert_seconds": round(convert_seconds, 3),
             "source": config.source,
+            "static_shapes": self.static_shapes,
         }
 
     def __call__(self, *inputs: Any) -> Any:
+        if self.static_shapes and inputs and inputs[0].shape[0] != self._static_batch():
+            return self._call_in_compiled_batches(inputs)
         req = self.request
         tensor = self._ov.Tensor
         for i, x in enumerate(inputs):
@@ -124,6 +127,26 @@ class OpenVINODeployed(BaseDeployed):
         return pack_outputs(
             [torch.from_numpy(req.get_output_tensor(i).data.copy()) for i in range(self._n_out)]
         )
+
+    def _static_batch(self) -> int:
+        return int(self.compiled.inputs[0].get_partial_shape()[0].get_length())
+
+    def _call_in_compiled_batches(self, inputs: tuple[Any, ...]) -> Any:
+        """A static-shape model takes only its compiled batch: other batches run in chunks of
+        it, the last one zero-padded (the padding's outputs are dropped)."""
+        b = self._static_batch()
+        n = int(inputs[0].shape[0])
+        parts: list[Any] = []
+        for start in range(0, n, b):
+            chunk = [x[start : start + b] for x in inputs]
+            k = int(chunk[0].shape[0])
+            if k < b:
+                chunk = [torch.cat([c, c.new_zeros((b - k, *c.shape[1:]))], dim=0) for c in chunk]
+            out = self(*chunk)
+            parts.append(tuple(o[:k] for o in out) if isinstance(out, (tuple, list)) else out[:k])
+        if isinstance(parts[0], tuple):
+            return tuple(torch.cat([p[i] for p in parts], dim=0) for i in range(len(parts[0])))
+        return torch.cat(parts, dim=0)
 
     def representation(self) -> OpenVINOModel:
         """The ``openvino.Model`` this runs, as a representation (to build it again)."""
@@ -167,7 +190,13 @@ def build(
     """
     lowered = lowered_for(model, OpenVINODeployed.runtime)
     if lowered is not None:
-        return build_from_model(lowered.model, config, lowered.input_names)
+        ov_model = lowered.model
+        if not config.dynamic:  # fix the shapes of a (dynamic) pass output to the examples
+            ov_model = ov_model.clone()
+            ov_model.reshape(
+                {i: _ov().PartialShape(list(x.shape)) for i, x in enumerate(example_inputs)}
+            )
+        return build_from_model(ov_model, config, lowered.input_names)
     module = cast("nn.Module", model)
     converted, convert_seconds = convert(module, example_inputs, config)
     return build_from_model(

@@ -57,6 +57,9 @@ class SearchSpace:
         precisions: OpenVINO float precision: ``f32``, ``bf16`` (only where the CPU has it).
         hints: OpenVINO performance hints: ``latency``, ``throughput``.
         threads: Intra-op thread counts (empty: the machine's cores).
+        shapes: OpenVINO input shapes: ``dynamic`` (any batch) or ``static`` (compiled for the
+            one batch size optimised for; other batches run in padded chunks of it). ``static``
+            applies only when the search optimises for a single batch size.
     """
 
     prune_ratios: tuple[float, ...] = (0.0,)
@@ -70,6 +73,7 @@ class SearchSpace:
     precisions: tuple[str, ...] = ("f32", "bf16")
     hints: tuple[str, ...] = ("latency",)
     threads: tuple[int, ...] = ()
+    shapes: tuple[str, ...] = ("dynamic", "static")
 
     def __post_init__(self) -> None:
         bad = [q for q in self.quantize if q not in QUANT_CHOICES]
@@ -77,11 +81,13 @@ class SearchSpace:
         bad += [r for r in self.recoveries if r not in ("kd", "finetune")]
         bad += [p for p in self.precisions if p not in ("f32", "bf16")]
         bad += [h for h in self.hints if h not in ("latency", "throughput")]
+        bad += [x for x in self.shapes if x not in ("dynamic", "static")]
         if bad:
             raise TorchslimError(
                 f"Unknown search-space choice(s): {', '.join(map(str, bad))}.",
                 f"quantize: {', '.join(QUANT_CHOICES)}; runtimes: {', '.join(RUNTIME_CHOICES)}; "
-                "recoveries: kd, finetune; precisions: f32, bf16; hints: latency, throughput.",
+                "recoveries: kd, finetune; precisions: f32, bf16; hints: latency, throughput; "
+                "shapes: dynamic, static.",
             )
         if any(not 0.0 <= r < 1.0 for r in self.prune_ratios) or not self.prune_ratios:
             raise TorchslimError(
@@ -108,6 +114,7 @@ class SearchSpace:
             "precision": list(self.precisions) if _has_native_bf16() else ["f32"],
             "hint": list(self.hints),
             "threads": list(self.threads or (cores,)),
+            "shapes": list(self.shapes or ("dynamic",)),
         }
 
     def recipe(self, choice: Choice, base: Any) -> Any:
@@ -163,16 +170,24 @@ class SearchSpace:
             rt = implied[backend]
         uses_ov = rt == "openvino"
         if not uses_ov and (
-            choice.precision != dims["precision"][0] or choice.hint != dims["hint"][0]
+            choice.precision != dims["precision"][0]
+            or choice.hint != dims["hint"][0]
+            or choice.shapes != dims["shapes"][0]
         ):
             return None
+        static = choice.shapes == "static"
+        if static and len(base.batch_sizes) != 1:
+            return None  # static shapes are compiled for one batch size
         threads = choice.threads
         if rt == "openvino":
             precision = (
                 Precision.DEFAULT if quant.endswith("openvino") else Precision(choice.precision)
             )
             runtime: Any = OpenVINOConfig(
-                precision=precision, performance_hint=PerformanceHint(choice.hint), threads=threads
+                precision=precision,
+                performance_hint=PerformanceHint(choice.hint),
+                threads=threads,
+                dynamic=not static,
             )
             if quant.endswith("openvino") and choice.precision != dims["precision"][0]:
                 return None
@@ -196,6 +211,7 @@ class Choice:
     precision: str
     hint: str
     threads: int
+    shapes: str = "dynamic"
 
 
 def _has_native_bf16() -> bool:
