@@ -112,6 +112,12 @@ def test_acceptance_rules_with_known_numbers() -> None:
     assert any("size" in r for r in _reasons(_rec(0.0, 2.0, 1.8, size=3.0), c, 1))
     assert any("latency" in r for r in _reasons(_rec(0.0, 1.5, 1.2), c, 1))  # 6.7 ms > 6
     assert "cosine" in _reasons(_rec(None, 2.0, 1.8, cosine=0.9), c, 1)[0]
+    hungry = _rec(0.0, 2.0, 1.8)
+    hungry.peak_memory_mb = {"1": 300.0}
+    assert any(
+        "peak memory 300.0 MiB" in r for r in _reasons(hungry, {**c, "max_memory_mb": 100}, 1)
+    )
+    assert _reasons(hungry, {**c, "max_memory_mb": 500}, 1) == []
     noisy = _rec(0.0, 2.0, 1.8)
     noisy.noisy = True
     assert any("noisy" in r for r in _reasons(noisy, c, 1))

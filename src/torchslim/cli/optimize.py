@@ -54,7 +54,10 @@ def optimize(
         "each; ranked by the geometric mean of its speed-ups.",
     ),
     target_latency_ms: float | None = typer.Option(None, "--target-latency-ms"),
-    max_size_mb: float | None = typer.Option(None, "--max-size-mb"),
+    max_size_mb: float | None = typer.Option(None, "--max-size-mb", help="Size limit (MB)."),
+    max_memory_mb: float | None = typer.Option(
+        None, "--max-memory-mb", help="Peak-memory limit while running, first batch (MiB)."
+    ),
     time_budget: str = typer.Option("20m", "--time-budget", help="e.g. 20m, 90s, 1h."),
     max_trials: int | None = typer.Option(None, "--max-trials", min=1),
     sampler: str = typer.Option("tpe", "--sampler", help="tpe, random or grid."),
@@ -100,6 +103,7 @@ def optimize(
             batch_sizes=tuple(parse_int_list(batch, "--batch")),
             target_latency_ms=target_latency_ms,
             max_size_mb=max_size_mb,
+            max_memory_mb=max_memory_mb,
             time_budget_s=parse_duration(time_budget),
             max_trials=max_trials,
             sampler=sampler,

@@ -310,7 +310,8 @@ def render_search_report(data: dict[str, Any]) -> str:
 <tr><td>original size</td><td>{_fmt(base.get("size_mb"), ".3f")} MB</td></tr>
 <tr><td>constraints</td><td>drop ≤ {_esc(cons.get("max_drop_points"))} points; speed-up 95% CI
 above 1 at batch {_esc(", ".join(batches))}; size ≤ {_esc(cons.get("max_size_mb") or "any")} MB;
-latency ≤ {_esc(cons.get("target_latency_ms") or "any")} ms</td></tr>
+latency ≤ {_esc(cons.get("target_latency_ms") or "any")} ms; peak memory ≤
+{_esc(cons.get("max_memory_mb") or "any")} MiB</td></tr>
 <tr><td>search</td><td>{len(data["candidates"])} candidates in {_esc(data.get("seconds"))} s;
 stopped: {_esc(data.get("stopped"))}</td></tr></table>
 <h2>Pareto plot</h2>

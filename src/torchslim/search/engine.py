@@ -76,6 +76,8 @@ class SearchRecord:
             float-equivalent count for quantized models).
         percent_of_peak: Per batch size, achieved FLOP/s as a percentage of this machine's GEMM
             peak for its precision (roofline-style efficiency).
+        peak_memory_mb: Per batch size, peak memory growth while it ran (MiB, as
+            :mod:`torchslim.measure` reports it).
         details: What its steps did: ``pruned_channels`` (layer → [before, after]),
             ``kept_float`` (layer → why, from accuracy-aware quantization), ``sensitivity``.
     """
@@ -100,6 +102,7 @@ class SearchRecord:
     noisy: bool = False
     flops_per_item: float | None = None
     percent_of_peak: dict[str, float] = field(default_factory=dict)
+    peak_memory_mb: dict[str, float] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -318,7 +321,7 @@ class _Judge:
                 self.batch_sizes,
                 threads=self.threads,
                 config=self.timing,
-                memory=False,
+                memory=True,
             )
             width = max(
                 _ci_width(base.batches[b].latency, mine.batches[b].latency)
@@ -337,6 +340,8 @@ class _Judge:
         for b in self.batch_sizes:
             lb, lm = base.batches[b].latency, mine.batches[b].latency
             rec.latency_ms[str(b)] = lm.p50_ms
+            if mine.batches[b].peak_memory_mb is not None:
+                rec.peak_memory_mb[str(b)] = mine.batches[b].peak_memory_mb
             rec.speedup[str(b)] = {
                 "ratio": lb.p50_ms / lm.p50_ms,
                 "ci95": [lb.ci95_low_ms / lm.ci95_high_ms, lb.ci95_high_ms / lm.ci95_low_ms],
@@ -386,6 +391,10 @@ def _reasons(rec: SearchRecord, c: dict[str, Any], batch: int) -> list[str]:
         out.append(f"size {rec.size_mb:.2f} MB over {c['max_size_mb']:g} MB")
     if rec.noisy:
         out.append("the measurement stayed too noisy to trust (machine busy?): re-run later")
+    mem = rec.peak_memory_mb.get(str(batch))
+    if c.get("max_memory_mb") is not None and (mem is None or mem > c["max_memory_mb"]):
+        shown = "not measured" if mem is None else f"{mem:.1f}"
+        out.append(f"peak memory {shown} MiB over {c['max_memory_mb']:g} MiB")
     lat = rec.latency_ms.get(str(batch))
     if c.get("target_latency_ms") is not None and (lat is None or lat > c["target_latency_ms"]):
         out.append(f"latency {lat} ms over the target {c['target_latency_ms']:g} ms")
@@ -461,6 +470,7 @@ def optimize(
     batch_sizes: tuple[int, ...] = (1,),
     target_latency_ms: float | None = None,
     max_size_mb: float | None = None,
+    max_memory_mb: float | None = None,
     time_budget_s: float = 1200.0,
     max_trials: int | None = None,
     sampler: str = "tpe",
@@ -491,6 +501,8 @@ def optimize(
             applies to the first.
         target_latency_ms: Optional latency limit at the first batch size.
         max_size_mb: Optional size limit (MB of deployment files).
+        max_memory_mb: Optional limit on peak memory growth while running, at the first batch
+            size (MiB).
         time_budget_s: Stop proposing new candidates after this many seconds.
         max_trials: Stop after this many candidates.
         sampler: ``tpe``, ``random`` or ``grid``.
@@ -571,6 +583,7 @@ def optimize(
         "batch_size": batch_sizes[0],
         "batch_sizes": list(batch_sizes),
         "max_size_mb": max_size_mb,
+        "max_memory_mb": max_memory_mb,
         "target_latency_ms": target_latency_ms,
     }
     # The teacher ref is the original model; the space keeps it only where a KD step continues
