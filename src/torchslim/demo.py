@@ -65,6 +65,7 @@ def demo_space() -> SearchSpace:
         quantize=tuple(quant),
         runtimes=tuple(runtimes),
         precisions=("f32",),
+        hints=("latency",),
     )
 
 

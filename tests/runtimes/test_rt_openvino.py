@@ -82,3 +82,18 @@ def test_static_shapes_compile_one_batch_and_run_others_in_padded_chunks(tmp_pat
         x = torch.randn(n, 1, 28, 28)
         with torch.no_grad():
             torch.testing.assert_close(runner(x), module(x), rtol=1e-3, atol=1e-4)
+
+
+def test_throughput_hint_runs_slices_on_every_stream_with_the_same_answers() -> None:
+    import os
+
+    lat = build(small_cnn(), OpenVINOConfig(), cnn_inputs())
+    tp = build(
+        small_cnn(), OpenVINOConfig(performance_hint=PerformanceHint.THROUGHPUT), cnn_inputs()
+    )
+    if (os.cpu_count() or 1) >= 2:
+        assert tp.info["streams"] >= 2  # else the multi-request path below is not exercised
+    for n in (1, 7, 64):  # fewer items than streams, an uneven split, a full batch
+        x = torch.randn(n, *cnn_inputs()[0].shape[1:])
+        torch.testing.assert_close(tp(x), lat(x), rtol=1e-3, atol=1e-4)
+    assert tp._queue is not None  # the batch really went through the async queue

@@ -60,7 +60,15 @@ def test_static_shapes_only_for_one_batch_size_on_openvino() -> None:
 
     one = statics((64,))
     assert {type(r.runtime).__name__ for r in one} == {"OpenVINOConfig"}
-    assert len(one) == len(space.dimensions()["precision"]) + 1  # each float precision + INT8
+    dims = space.dimensions()  # each float precision + INT8, with each hint (batch 64 > 1)
+    assert len(one) == (len(dims["precision"]) + 1) * len(dims["hint"])
+    at_one = [space.recipe(c, Recipe(batch_sizes=(1,))) for c in _choices(space)]
+    hints = {
+        r.runtime.performance_hint.value
+        for r in at_one
+        if r is not None and hasattr(r.runtime, "performance_hint")
+    }
+    assert hints == {"latency"}  # streams do not help a one-item call
     for r in one:
         r.validate()
     assert statics((1, 64)) == []  # several batch sizes: shapes stay dynamic

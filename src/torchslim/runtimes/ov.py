@@ -104,6 +104,7 @@ class OpenVINODeployed(BaseDeployed):
         self.request = compiled.create_infer_request()
         self._n_out = len(compiled.outputs)
         self.static_shapes = not config.dynamic
+        self._queue: Any = None  # AsyncInferQueue, made on the first multi-stream call
         precision = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
         self.info = {
             "precision": _precision_name(precision),
@@ -119,6 +120,9 @@ class OpenVINODeployed(BaseDeployed):
     def __call__(self, *inputs: Any) -> Any:
         if self.static_shapes and inputs and inputs[0].shape[0] != self._static_batch():
             return self._call_in_compiled_batches(inputs)
+        streams = self.info["streams"]
+        if not self.static_shapes and streams > 1 and inputs and inputs[0].shape[0] >= streams:
+            return self._call_on_streams(inputs, streams)
         req = self.request
         tensor = self._ov.Tensor
         for i, x in enumerate(inputs):
@@ -127,6 +131,34 @@ class OpenVINODeployed(BaseDeployed):
         return pack_outputs(
             [torch.from_numpy(req.get_output_tensor(i).data.copy()) for i in range(self._n_out)]
         )
+
+    def _call_on_streams(self, inputs: tuple[Any, ...], streams: int) -> Any:
+        """THROUGHPUT hint: the compiled model has several streams, which one synchronous
+        request cannot use — split the batch into one slice per stream and run the slices as
+        concurrent asynchronous requests (OpenVINO's ``AsyncInferQueue``), then concatenate."""
+        ov = self._ov
+        if self._queue is None:
+            self._queue = ov.AsyncInferQueue(self.compiled, streams)
+        queue = self._queue
+        n = int(inputs[0].shape[0])
+        bounds = [round(i * n / streams) for i in range(streams + 1)]
+        results: list[list[Any]] = [[] for _ in range(streams)]
+
+        def done(request: Any, index: int) -> None:
+            results[index] = [
+                torch.from_numpy(request.get_output_tensor(i).data.copy())
+                for i in range(self._n_out)
+            ]
+
+        queue.set_callback(done)
+        arrays = [x.detach().contiguous().numpy() for x in inputs]
+        for k in range(streams):
+            lo, hi = bounds[k], bounds[k + 1]
+            queue.start_async(
+                {i: ov.Tensor(a[lo:hi], shared_memory=True) for i, a in enumerate(arrays)}, k
+            )
+        queue.wait_all()
+        return pack_outputs([torch.cat([r[i] for r in results], dim=0) for i in range(self._n_out)])
 
     def _static_batch(self) -> int:
         return int(self.compiled.inputs[0].get_partial_shape()[0].get_length())

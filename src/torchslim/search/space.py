@@ -55,7 +55,9 @@ class SearchSpace:
             ``dynamic/onnxruntime``, ``dynamic/torch``).
         runtimes: Runtimes for float models (quantized ones run in their backend's runtime).
         precisions: OpenVINO float precision: ``f32``, ``bf16`` (only where the CPU has it).
-        hints: OpenVINO performance hints: ``latency``, ``throughput``.
+        hints: OpenVINO performance hints: ``latency``, ``throughput`` (several streams, a
+            batch split into one slice per stream run as concurrent requests; offered only when
+            a batch size above 1 is optimised for).
         threads: Intra-op thread counts (empty: the machine's cores).
         shapes: OpenVINO input shapes: ``dynamic`` (any batch) or ``static`` (compiled for the
             one batch size optimised for; other batches run in padded chunks of it). ``static``
@@ -71,7 +73,7 @@ class SearchSpace:
     quantize: tuple[str, ...] = ("none", "static/openvino", "static/onnxruntime", "dynamic/torch")
     runtimes: tuple[str, ...] = ("openvino", "onnxruntime")
     precisions: tuple[str, ...] = ("f32", "bf16")
-    hints: tuple[str, ...] = ("latency",)
+    hints: tuple[str, ...] = ("latency", "throughput")
     threads: tuple[int, ...] = ()
     shapes: tuple[str, ...] = ("dynamic", "static")
 
@@ -175,6 +177,8 @@ class SearchSpace:
             or choice.shapes != dims["shapes"][0]
         ):
             return None
+        if choice.hint == "throughput" and max(base.batch_sizes) == 1:
+            return None  # several streams only pay off when a call carries several items
         static = choice.shapes == "static"
         if static and len(base.batch_sizes) != 1:
             return None  # static shapes are compiled for one batch size
