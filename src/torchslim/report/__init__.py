@@ -170,7 +170,8 @@ def _steps(c: dict[str, Any]) -> str:
 
 
 def _pct(v: Any) -> str:
-    return "—" if v is None else f"{v:.1f}%"
+    # over 100%: the GEMM peak was measured low (a busy machine) — flagged, never hidden
+    return "—" if v is None else f"{v:.1f}%" + ("†" if v > 100 else "")
 
 
 def _chosen_sentence(data: dict[str, Any]) -> str:
@@ -337,7 +338,8 @@ and the candidate measured interleaved. "pruned" candidates stopped after their 
 <h2>Efficiency (percent of this machine's GEMM peak)</h2>
 <p class="note">Achieved FLOP/s (the model's FLOPs — the pruned model's when pruned — over its
 latency) divided by a GEMM micro-benchmark's peak at the same threads, for the precision it runs
-in: {_esc(json.dumps(base.get("peak_gflops")))} GFLOP/s.</p>
+in: {_esc(json.dumps(base.get("peak_gflops")))} GFLOP/s. † over 100%: the peak was measured
+while the machine was busy, so it is too low — compare the columns with each other only.</p>
 <table><thead><tr><th></th><th>original</th><th>chosen</th></tr></thead><tbody>{eff}</tbody></table>
 <h2>Checklist of the original (torchslim inspect)</h2>
 <table><thead><tr><th class="l">severity</th><th class="l">finding</th><th class="l">next step</th>

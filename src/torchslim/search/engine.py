@@ -780,6 +780,14 @@ def _objective(rec: SearchRecord | None, batches: Sequence[int]) -> float:
     return 1.0 / score if rec.status == "accepted" else 10.0 + 1.0 / score
 
 
+def _budget_note(error: str, time_left: float) -> str:
+    """Say so when a build timed out because the search's time budget ran out (its timeout is
+    what was left of the budget), not because the candidate hangs."""
+    if error.startswith("timed out") and time_left < 600:
+        return f"{error}: the time budget ran out while building it (raise --time-budget)"
+    return error
+
+
 def _training_steps(recipe: Recipe) -> int:
     """How many leading steps train (pruning with recovery, further recovery): the prefix that
     is built once and shared by every quantization/runtime variant on top of it."""
@@ -820,7 +828,7 @@ class _Builder:
             source = str(parent)
         got = self.executor.build(prefix, source, pdir, timeout=time_left)
         if "error" in got:
-            return None, str(got["error"])
+            return None, _budget_note(str(got["error"]), time_left)
         (pdir.parent / f"{pdir.name}.summary.json").write_text(
             json.dumps(got, default=str), encoding="utf-8"
         )
@@ -883,8 +891,9 @@ class _Builder:
                     ),
                 }
             rungs[rkey] = info
-            file.parent.mkdir(parents=True, exist_ok=True)
-            file.write_text(json.dumps(info), encoding="utf-8")
+            if "error" not in info:  # a failed level is retried by --resume
+                file.parent.mkdir(parents=True, exist_ok=True)
+                file.write_text(json.dumps(info), encoding="utf-8")
         elif "error" not in info:
             value = info["drop_points"] if info["drop_points"] is not None else info["loss_points"]
             trial.report(value, step=1)
@@ -921,7 +930,7 @@ def _build(
     cdir = builder.out / "candidates" / key
     got = builder.executor.build(recipe, source, cdir, timeout=time_left)
     if "error" in got:
-        rec.reason = str(got["error"])
+        rec.reason = _budget_note(str(got["error"]), time_left)
         return rec
     rec.artifact = str(cdir)
     _collect_details(rec, got)
