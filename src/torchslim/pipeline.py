@@ -364,7 +364,7 @@ def _run(
         from torchslim.recipe import static_shapes
 
         build_examples = examples
-        if static_shapes(runtime_config):  # compiled for the recipe's one batch size
+        if static_shapes(runtime_config):  # compiled for the recipe's first batch size
             if spec is None:
                 raise TorchslimError(
                     "Static shapes need the model's input shapes.", "Give --input-shape."
@@ -383,11 +383,7 @@ def _run(
             deployed,
             module,
             spec if spec is not None else examples,
-            batch_sizes=(
-                tuple(recipe.batch_sizes)
-                if static_shapes(runtime_config)
-                else tuple(sorted({1, 4, *recipe.batch_sizes}))
-            ),
+            batch_sizes=tuple(sorted({1, 4, *recipe.batch_sizes})),
         )
 
     tmp = tempfile.TemporaryDirectory(prefix="torchslim-run-")

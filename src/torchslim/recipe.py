@@ -85,7 +85,7 @@ class DataRefs:
 
 def static_shapes(runtime: Any) -> bool:
     """Whether a runtime config compiles fixed input shapes (``dynamic=False``): its model is
-    then built for the recipe's one batch size only."""
+    built for the recipe's first batch size, and specialised for other shapes as they come."""
     return runtime is not None and getattr(runtime, "dynamic", True) is False
 
 
@@ -209,12 +209,6 @@ class Recipe:
                     f"The last step produced a {rep}, which the '{entry.name}' runtime cannot run.",
                     f"Use the {' or '.join(sorted(allowed))} runtime, or quantize with a backend "
                     f"that matches '{entry.name}'.",
-                )
-            if static_shapes(self.runtime) and len(self.batch_sizes) != 1:
-                raise RecipeError(
-                    f"A runtime with static shapes is compiled for one batch size; the recipe "
-                    f"has {list(self.batch_sizes)}.",
-                    "Give one batch size, or keep the runtime's shapes dynamic (dynamic: true).",
                 )
         return produced
 

@@ -58,30 +58,37 @@ def test_python_branch_on_tensor_is_refused() -> None:
         build(DataDependent().eval(), OpenVINOConfig(), (torch.rand(2, 4),))
 
 
-def test_static_shapes_compile_one_batch_and_run_others_in_padded_chunks(tmp_path: Path) -> None:
-    """A search may compile OpenVINO for the one batch it optimises for (static shapes); the
-    artifact says so, and any other batch still gives the dynamic model's answers."""
+def test_static_shapes_are_specialised_per_batch_and_chunk_past_the_cap(tmp_path: Path) -> None:
+    """A search may compile OpenVINO with static shapes: the artifact says so, each new batch
+    size gets its own compiled model, and past the cap batches run in padded chunks — always
+    with the dynamic model's answers."""
     from torchslim.artifact import load_artifact
     from torchslim.models import load_model
     from torchslim.pipeline import run_recipe
-    from torchslim.recipe import Recipe, RecipeError
+    from torchslim.recipe import Recipe
 
-    static = Recipe(runtime=OpenVINOConfig(dynamic=False), batch_sizes=(8,))
-    with pytest.raises(RecipeError, match="one batch size"):
-        Recipe(runtime=OpenVINOConfig(dynamic=False), batch_sizes=(1, 8)).validate()
+    static = Recipe(runtime=OpenVINOConfig(dynamic=False), batch_sizes=(8, 64))
     loaded = load_model("torchslim:fashion_cnn")
     cand = run_recipe(static, loaded, measure=False, raise_errors=True)
-    assert cand.parity is not None and cand.parity.passed
+    assert cand.parity is not None and cand.parity.passed  # at batch 1, 4, 8 and 64
     cand.save(tmp_path / "static")
     art = load_artifact(tmp_path / "static")
-    assert art.capabilities.dynamic_batch is False and art.capabilities.batch_sizes == (8,)
+    assert art.capabilities.dynamic_batch is False and art.capabilities.batch_sizes == (8, 64)
     runner = art.runner()
     assert runner.compiled.inputs[0].get_partial_shape().is_static
     module = loaded.require_module()
-    for n in (8, 3, 19):  # the compiled batch, a smaller one (padded), a larger one (chunks)
+
+    def same(n: int) -> None:
         x = torch.randn(n, 1, 28, 28)
         with torch.no_grad():
             torch.testing.assert_close(runner(x), module(x), rtol=1e-3, atol=1e-4)
+
+    for n in (8, 3, 64):  # the compiled batch, then two specialised ones
+        same(n)
+    assert len(runner._by_shape) == 2
+    runner._MAX_SHAPES = 2  # full: a new batch runs in padded chunks of the compiled 8
+    same(19)
+    assert len(runner._by_shape) == 2
 
 
 def test_throughput_hint_runs_slices_on_every_stream_with_the_same_answers() -> None:

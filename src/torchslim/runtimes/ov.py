@@ -105,6 +105,7 @@ class OpenVINODeployed(BaseDeployed):
         self._n_out = len(compiled.outputs)
         self.static_shapes = not config.dynamic
         self._queue: Any = None  # AsyncInferQueue, made on the first multi-stream call
+        self._by_shape: dict[tuple[tuple[int, ...], ...], Any] = {}  # static: shape → request
         precision = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
         self.info = {
             "precision": _precision_name(precision),
@@ -118,12 +119,15 @@ class OpenVINODeployed(BaseDeployed):
         }
 
     def __call__(self, *inputs: Any) -> Any:
+        req = self.request
         if self.static_shapes and inputs and inputs[0].shape[0] != self._static_batch():
-            return self._call_in_compiled_batches(inputs)
+            specialised = self._request_for(inputs)
+            if specialised is None:
+                return self._call_in_compiled_batches(inputs)
+            req = specialised
         streams = self.info["streams"]
         if not self.static_shapes and streams > 1 and inputs and inputs[0].shape[0] >= streams:
             return self._call_on_streams(inputs, streams)
-        req = self.request
         tensor = self._ov.Tensor
         for i, x in enumerate(inputs):
             req.set_input_tensor(i, tensor(x.detach().contiguous().numpy(), shared_memory=True))
@@ -160,12 +164,33 @@ class OpenVINODeployed(BaseDeployed):
         queue.wait_all()
         return pack_outputs([torch.cat([r[i] for r in results], dim=0) for i in range(self._n_out)])
 
+    _MAX_SHAPES = 8
+    """Static shapes: at most this many shape-specialised compilations; other batches run in
+    padded chunks of the first one."""
+
+    def _request_for(self, inputs: tuple[Any, ...]) -> Any:
+        """Static shapes: an infer request of the model compiled for exactly these shapes
+        (reshaped and compiled on the first call with them, then kept), or ``None`` past
+        :attr:`_MAX_SHAPES`."""
+        key = tuple(tuple(x.shape) for x in inputs)
+        req = self._by_shape.get(key)
+        if req is None and len(self._by_shape) < self._MAX_SHAPES:
+            ov = self._ov
+            model = self.model.clone()
+            model.reshape({i: ov.PartialShape(list(s)) for i, s in enumerate(key)})
+            compiled = ov.Core().compile_model(
+                model, self.config.device, compile_properties(self.config)
+            )
+            req = self._by_shape[key] = compiled.create_infer_request()
+        return req
+
     def _static_batch(self) -> int:
         return int(self.compiled.inputs[0].get_partial_shape()[0].get_length())
 
     def _call_in_compiled_batches(self, inputs: tuple[Any, ...]) -> Any:
-        """A static-shape model takes only its compiled batch: other batches run in chunks of
-        it, the last one zero-padded (the padding's outputs are dropped)."""
+        """Past the shape-specialised compilations, a static-shape model takes only its compiled
+        batch: other batches run in chunks of it, the last one zero-padded (the padding's outputs
+        are dropped)."""
         b = self._static_batch()
         n = int(inputs[0].shape[0])
         parts: list[Any] = []

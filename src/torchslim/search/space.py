@@ -59,9 +59,9 @@ class SearchSpace:
             batch split into one slice per stream run as concurrent requests; offered only when
             a batch size above 1 is optimised for).
         threads: Intra-op thread counts (empty: the machine's cores).
-        shapes: OpenVINO input shapes: ``dynamic`` (any batch) or ``static`` (compiled for the
-            one batch size optimised for; other batches run in padded chunks of it). ``static``
-            applies only when the search optimises for a single batch size.
+        shapes: OpenVINO input shapes: ``dynamic`` (one compiled model for any batch) or
+            ``static`` (a model compiled for each batch size as it first comes, so every kernel
+            is specialised for its shape; past a few shapes, padded chunks).
     """
 
     prune_ratios: tuple[float, ...] = (0.0,)
@@ -180,8 +180,8 @@ class SearchSpace:
         if choice.hint == "throughput" and max(base.batch_sizes) == 1:
             return None  # several streams only pay off when a call carries several items
         static = choice.shapes == "static"
-        if static and len(base.batch_sizes) != 1:
-            return None  # static shapes are compiled for one batch size
+        if static and choice.hint == "throughput":
+            return None  # the streams split batches into slices of other shapes: dynamic only
         threads = choice.threads
         if rt == "openvino":
             precision = (
