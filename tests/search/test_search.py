@@ -467,3 +467,28 @@ def test_multi_fidelity_on_a_local_ray_cluster(tmp_path: Path) -> None:
     assert [type(s).__name__ for s in art.recipe.steps] == ["PruneConfig", "DistillConfig"]
     assert len(list((out / "cache").glob("*.summary.json"))) == 2  # short, then the rest
     assert pruned.flops_per_item < result.baseline["flops_per_item"]
+
+
+def test_closest_candidates_when_nothing_passes() -> None:
+    from torchslim.cli.optimize import closest
+
+    def cand(key: str, reason: str, drop: float, ratio: float) -> dict[str, Any]:
+        return {
+            "key": key,
+            "status": "rejected",
+            "steps": [key],
+            "reason": reason,
+            "drop_points": drop,
+            "speedup": {"1": {"ratio": ratio}},
+        }
+
+    d = {
+        "constraints": {"batch_size": 1},
+        "candidates": [
+            cand("two-rules", "accuracy drop 3 points is over 1; not measurably faster", 3.0, 0.9),
+            cand("slow", "not measurably faster than the original at batch 1", 0.0, 1.01),
+            cand("inaccurate", "accuracy drop 1.20 points is over 1", 1.2, 2.0),
+            {"key": "f", "status": "failed", "steps": ["f"], "reason": "boom"},
+        ],
+    }
+    assert [c["key"] for c in closest(d)] == ["slow", "inaccurate", "two-rules"]

@@ -197,6 +197,23 @@ def print_search(d: dict[str, Any], con: Any) -> None:
             "[bold]No candidate met the constraints[/]; nothing was chosen "
             f"(report: {d['out']}/report.html)."
         )
+        for c in closest(d):
+            con.print(f"  closest: {' → '.join(c['steps'])}\n    [yellow]{c['reason']}[/]")
+
+
+def closest(d: dict[str, Any], n: int = 3) -> list[dict[str, Any]]:
+    """The ``n`` built candidates nearest to acceptance: fewest broken rules, then the smallest
+    accuracy drop, then the highest speed-up at the first batch size."""
+    b = str(d["constraints"]["batch_size"])
+    built = [c for c in d["candidates"] if c.get("status") == "rejected"]
+
+    def key(c: dict[str, Any]) -> tuple[int, float, float]:
+        rules = len(str(c.get("reason") or "").split("; "))
+        drop = c.get("drop_points")
+        ratio = ((c.get("speedup") or {}).get(b) or {}).get("ratio") or 0.0
+        return rules, float("inf") if drop is None else max(drop, 0.0), -float(ratio)
+
+    return sorted(built, key=key)[:n]
 
 
 def _speed_cells(c: dict[str, Any], b: str) -> tuple[str, str]:
