@@ -74,6 +74,31 @@ def test_static_shapes_are_an_openvino_choice() -> None:
     assert len(statics((1, 64))) == len(one)  # compiled per batch size as it comes
 
 
+def test_thorough_space_factorises_layers_as_an_alternative_to_pruning() -> None:
+    space = PRESETS["thorough"]
+    recipes = [space.recipe(c, Recipe(batch_sizes=(1, 64))) for c in _choices(space)]
+    firsts = {type(r.steps[0]).__name__ for r in recipes if r is not None and r.steps}
+    assert {"LowRankConfig", "DepthwiseConfig", "PruneConfig"} <= firsts
+    for r in recipes:
+        if r is None:
+            continue
+        names = [type(s).__name__ for s in r.steps]
+        assert not ({"LowRankConfig", "DepthwiseConfig"} & set(names) and "PruneConfig" in names)
+        for step in r.steps:
+            if type(step).__name__ in ("LowRankConfig", "DepthwiseConfig"):
+                assert step.recover is not None  # always recovered
+    assert (
+        engine._training_steps(
+            next(
+                r
+                for r in recipes
+                if r is not None and r.steps and type(r.steps[0]).__name__ == "LowRankConfig"
+            )
+        )
+        == 1
+    )
+
+
 def test_user_space_from_yaml_and_bad_fields(tmp_path: Path) -> None:
     good = tmp_path / "space.yaml"
     good.write_text("prune_ratios: [0.0, 0.5]\nquantize: [none, static/openvino]\n")

@@ -559,9 +559,11 @@ def optimize(
             "Give --eval DATA (labelled for accuracy, e.g. torchslim:fashion_mnist).",
         )
     eval_ds = load_data(eval, input_spec=spec)
-    if any(r > 0 for r in sp.prune_ratios) and train is None:
+    retrains = any(r > 0 for r in sp.prune_ratios) or any(f != "none" for f in sp.factorize)
+    if retrains and train is None:
         raise TorchslimError(
-            "This search space prunes, and pruning needs training data for recovery.",
+            "This search space prunes or factorises layers, which needs training data for "
+            "recovery.",
             "Give --train DATA, or use --preset fast (no retraining).",
         )
     if calib is None and any(q.startswith("static") for q in sp.quantize):
@@ -620,7 +622,7 @@ def optimize(
             rec = SearchRecord(**rec_data)
             records[rec.key] = rec
     if not resume:  # cheap first: every no-retraining combination before anything that prunes
-        cheap = [c for c in _all_choices(dims) if c["prune"] == 0.0]
+        cheap = [c for c in _all_choices(dims) if c["prune"] == 0.0 and c["factorize"] == "none"]
         for c in cheap:
             study.enqueue_trial(c, skip_if_exists=True)
 
@@ -788,12 +790,15 @@ def _budget_note(error: str, time_left: float) -> str:
     return error
 
 
+_TRAINING_STEPS = ("PruneConfig", "DistillConfig", "LowRankConfig", "DepthwiseConfig")
+
+
 def _training_steps(recipe: Recipe) -> int:
     """How many leading steps train (pruning with recovery, further recovery): the prefix that
     is built once and shared by every quantization/runtime variant on top of it."""
     n = 0
     for step in recipe.steps:
-        if type(step).__name__ not in ("PruneConfig", "DistillConfig"):
+        if type(step).__name__ not in _TRAINING_STEPS:
             break
         n += 1
     return n

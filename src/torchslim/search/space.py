@@ -51,6 +51,11 @@ class SearchSpace:
             ``kd`` keeps the original model as teacher).
         promote_within_points: A pruning level whose drop after short recovery is over the
             accuracy budget by more than this many points is never promoted.
+        factorize: Layer replacements that cut FLOPs, as an alternative to pruning: ``none``,
+            ``lowrank`` (SVD of Conv/Linear layers keeping ``lowrank_energy`` of the spectrum,
+            where it saves FLOPs) or ``depthwise`` (depthwise-separable swap of KxK convs); each
+            followed by the same recovery choice as pruning.
+        lowrank_energy: Spectrum energy kept by ``lowrank``.
         quantize: ``none`` or ``method/backend`` (``static/openvino``, ``static/onnxruntime``,
             ``dynamic/onnxruntime``, ``dynamic/torch``).
         runtimes: Runtimes for float models (quantized ones run in their backend's runtime).
@@ -70,6 +75,8 @@ class SearchSpace:
     recovery_epochs: float = 1.0
     short_recovery_epochs: float | None = None
     promote_within_points: float = 3.0
+    factorize: tuple[str, ...] = ("none",)
+    lowrank_energy: float = 0.9
     quantize: tuple[str, ...] = ("none", "static/openvino", "static/onnxruntime", "dynamic/torch")
     runtimes: tuple[str, ...] = ("openvino", "onnxruntime")
     precisions: tuple[str, ...] = ("f32", "bf16")
@@ -84,12 +91,13 @@ class SearchSpace:
         bad += [p for p in self.precisions if p not in ("f32", "bf16")]
         bad += [h for h in self.hints if h not in ("latency", "throughput")]
         bad += [x for x in self.shapes if x not in ("dynamic", "static")]
+        bad += [x for x in self.factorize if x not in ("none", "lowrank", "depthwise")]
         if bad:
             raise TorchslimError(
                 f"Unknown search-space choice(s): {', '.join(map(str, bad))}.",
                 f"quantize: {', '.join(QUANT_CHOICES)}; runtimes: {', '.join(RUNTIME_CHOICES)}; "
                 "recoveries: kd, finetune; precisions: f32, bf16; hints: latency, throughput; "
-                "shapes: dynamic, static.",
+                "shapes: dynamic, static; factorize: none, lowrank, depthwise.",
             )
         if any(not 0.0 <= r < 1.0 for r in self.prune_ratios) or not self.prune_ratios:
             raise TorchslimError(
@@ -117,6 +125,7 @@ class SearchSpace:
             "hint": list(self.hints),
             "threads": list(self.threads or (cores,)),
             "shapes": list(self.shapes or ("dynamic",)),
+            "factorize": list(self.factorize or ("none",)),
         }
 
     def recipe(self, choice: Choice, base: Any) -> Any:
@@ -141,7 +150,20 @@ class SearchSpace:
         dims = self.dimensions()
         steps: list[Any] = []
         teacher = None
-        if choice.prune > 0:
+        if choice.factorize != "none":
+            if choice.prune > 0:
+                return None  # an alternative to pruning, not a chain with it
+            from torchslim.passes.compress import DepthwiseConfig, LowRankConfig
+
+            recover = DistillConfig(
+                method=DistillMethod(choice.recover), epochs=self.recovery_epochs, seed=base.seed
+            )
+            steps.append(
+                LowRankConfig(energy=self.lowrank_energy, recover=recover)
+                if choice.factorize == "lowrank"
+                else DepthwiseConfig(recover=recover)
+            )
+        elif choice.prune > 0:
             recovery = DistillMethod(choice.recover)
             short = self.short_recovery_epochs
             first = self.recovery_epochs if short is None else short
@@ -216,6 +238,7 @@ class Choice:
     hint: str
     threads: int
     shapes: str = "dynamic"
+    factorize: str = "none"
 
 
 def _has_native_bf16() -> bool:
@@ -235,6 +258,7 @@ PRESETS: dict[str, SearchSpace] = {
         prune_ratios=(0.0, 0.25, 0.5, 0.7),
         recovery_epochs=3.0,
         short_recovery_epochs=0.5,
+        factorize=("none", "lowrank", "depthwise"),
         quantize=QUANT_CHOICES,
         runtimes=("openvino", "onnxruntime", "eager"),
         hints=("latency", "throughput"),
