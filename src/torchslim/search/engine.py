@@ -206,6 +206,7 @@ class _Judge:
         from torchslim.measure import count_flops
 
         self.base_flops = count_flops(module, self._inputs(1))
+        self._flops: dict[str, float | None] = {}
         try:
             self.peak: Any = machine_peak(threads=threads)
         except Exception:  # the efficiency column is a nicety: never fail a search on it
@@ -261,13 +262,16 @@ class _Judge:
         """FLOPs per item of an artifact's module (the pruned prefix), else the original's."""
         if artifact_dir is None:
             return self.base_flops
-        from torchslim.artifact import load_artifact
-        from torchslim.measure import count_flops
+        if artifact_dir not in self._flops:  # one count per cached prefix
+            from torchslim.artifact import load_artifact
+            from torchslim.measure import count_flops
 
-        try:
-            return count_flops(load_artifact(artifact_dir).module(), self._inputs(1))
-        except Exception:
-            return None
+            try:
+                module = load_artifact(artifact_dir).module()
+                self._flops[artifact_dir] = count_flops(module, self._inputs(1))
+            except Exception:
+                self._flops[artifact_dir] = None
+        return self._flops[artifact_dir]
 
     def quality(self, artifact_dir: str) -> dict[str, Any]:
         """Accuracy and drop (labelled data), cosine and a fidelity loss of an artifact, with no
@@ -929,7 +933,7 @@ def _build(
             return rec
         source = str(pdir)
         builder.prefix_details(rec, recipe, n_train)
-        rec.flops_per_item = _cached_flops(judge, str(pdir))
+        rec.flops_per_item = judge.flops_of(str(pdir))
     else:
         rec.flops_per_item = judge.base_flops
     cdir = builder.out / "candidates" / key
@@ -955,15 +959,6 @@ def _build(
     rec.status = "rejected" if why else "accepted"
     rec.reason = "; ".join(why) or None
     return rec
-
-
-_FLOPS_CACHE: dict[str, float | None] = {}
-
-
-def _cached_flops(judge: _Judge, artifact_dir: str) -> float | None:
-    if artifact_dir not in _FLOPS_CACHE:
-        _FLOPS_CACHE[artifact_dir] = judge.flops_of(artifact_dir)
-    return _FLOPS_CACHE[artifact_dir]
 
 
 def _collect_details(rec: SearchRecord, summary: dict[str, Any]) -> None:
