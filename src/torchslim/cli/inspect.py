@@ -28,6 +28,7 @@ Examples:
   torchslim inspect weights.pt --arch torchvision:resnet18 --input-shape 1x3x160x160
   torchslim inspect mypkg.models:build --input-shape 1x16
   torchslim inspect model.onnx --json | jq .score
+  torchslim inspect torchslim:fashion_resnet --profile
 """
 
 _ICONS = {"info": ("✓", "green"), "warn": ("!", "yellow"), "fail": ("✗", "red")}
@@ -72,6 +73,12 @@ def inspect_command(
         help="Allow unpickling a full module (runs code from the file: "
         "only for files you created).",
     ),
+    profile: bool = typer.Option(
+        False,
+        "--profile",
+        help="Also profile one batch-1 call (torch.profiler, or an artifact's own runtime) and "
+        "add the top bottleneck findings to the checklist (see torchslim profile).",
+    ),
     no_verify: bool = NO_VERIFY_OPTION,
     json_out: bool = JSON_OPTION,
     debug: bool = DEBUG_OPTION,
@@ -102,16 +109,62 @@ def inspect_command(
     if loaded.module is not None:
         with err.status("Inspecting …"):
             report = diagnose(loaded, dataset)
+    profiled = None
+    if profile:
+        from torchslim.profile import profile as run_profile
+
+        with err.status("Profiling one call …"):
+            profiled = run_profile(loaded, batch=1, peak=False, iterations=20)
+        if report is not None:
+            report = _with_profile(report, profiled)
     if json_out:
         out = report.to_dict() if report is not None else {}
         if summary is not None:
             out["artifact"] = summary
+        if profiled is not None:
+            out["profile"] = _profile_summary(profiled)
         emit_json(out)
         return
     if summary is not None:
         _print_artifact(summary)
     if report is not None:
         _print_report(report)
+    elif profiled is not None:
+        from torchslim.cli._common import stdout_console
+        from torchslim.cli.profile import print_findings
+
+        print_findings(stdout_console(), profiled, PROFILE_FINDINGS)
+
+
+PROFILE_FINDINGS = 3
+"""How many bottleneck findings of ``--profile`` join the checklist."""
+
+
+def _with_profile(report: Report, profiled: Any) -> Report:
+    """The report with the profile's top findings appended to the model checklist, re-scored."""
+    import dataclasses
+
+    from torchslim.doctor import score
+
+    extra = tuple(a.to_finding() for a in profiled.findings[:PROFILE_FINDINGS])
+    findings = (*report.findings, *extra)
+    return dataclasses.replace(
+        report, findings=findings, score=score([*findings, *report.environment])
+    )
+
+
+def _profile_summary(profiled: Any) -> dict[str, Any]:
+    """What ``inspect --profile --json`` adds under ``"profile"``."""
+    return {
+        "runtime": profiled.runtime,
+        "batch": profiled.batch,
+        "latency_ms": profiled.latency_ms,
+        "layer_sum_ms": profiled.layer_sum_ms,
+        "overhead_share": profiled.overhead_share,
+        "slowest": [x.to_dict() for x in profiled.top(5)],
+        "findings": [a.to_dict() for a in profiled.findings[:PROFILE_FINDINGS]],
+        "table": profiled.table,
+    }
 
 
 def _artifact_summary(art: Any) -> dict[str, Any]:
