@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from torchslim.passes.prune import PruneConfig
     from torchslim.passes.quantize import QuantizeConfig
     from torchslim.pipeline import run_recipe
+    from torchslim.predict import predict
+    from torchslim.profile import profile
     from torchslim.quantization import quantize
     from torchslim.recipe import Recipe
     from torchslim.runtimes import build, list_runtimes
@@ -42,6 +44,7 @@ _LAZY: dict[str, str] = {
     "Candidate": "torchslim.candidate",
     "Constraints": "torchslim.candidate",
     "run_recipe": "torchslim.pipeline",
+    "predict": "torchslim.predict",
     "save_artifact": "torchslim.artifact",
     "load_artifact": "torchslim.artifact",
     "Artifact": "torchslim.artifact",
@@ -71,6 +74,7 @@ _LAZY: dict[str, str] = {
     "QuantizeConfig": "torchslim.passes.quantize",
     "build": "torchslim.runtimes",
     "list_runtimes": "torchslim.runtimes",
+    "profile": "torchslim.profile",
 }
 
 __all__ = ["__version__", *sorted(_LAZY)]

@@ -49,6 +49,7 @@ _COMMANDS = (
     "demo",
     "inspect",
     "bench",
+    "profile",
     "optimize",
     "quantize",
     "prune",
@@ -56,6 +57,8 @@ _COMMANDS = (
     "compress",
     "export",
     "run",
+    "serve",
+    "predict",
 )
 
 
