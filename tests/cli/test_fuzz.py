@@ -197,6 +197,32 @@ CASES: list[tuple[str, list[str], str]] = [
         ["distill", CNN, "--teacher", "{C}/truncated.pt2", "--data", DATA, *OUT],
         "torch.export",
     ),
+    *[
+        (f"{cmd}-{name}", [cmd, f"{{C}}/{name}", *extra], keyword)
+        for cmd, extra in (
+            ("profile", []),
+            ("predict", [DATA, "--format", "jsonl", "--out", "{O}"]),
+        )
+        for name, keyword in (
+            ("random.pt", "random.pt"),
+            ("truncated.pt2", "torch.export"),
+            ("random.onnx", "ONNX"),
+            ("flipped", "modified"),
+        )
+    ],
+    ("serve-flipped-artifact", ["serve", "{C}/flipped"], "modified"),
+    ("serve-not-an-artifact", ["serve", "{C}/random.pt"], "artifact"),
+    (
+        "predict-data-trunc-npz",
+        ["predict", CNN, "{C}/truncated.npz", "--format", "jsonl", "--out", "{O}"],
+        ".npz",
+    ),
+    (
+        "predict-batch-size-0",
+        ["predict", CNN, DATA, "--batch-size", "0", "--format", "jsonl", "--out", "{O}"],
+        "batch",
+    ),
+    ("profile-batch-0", ["profile", CNN, "--batch", "0"], "batch"),
     # ---- broken data files ------------------------------------------------------------------
     ("inspect-data-trunc-npz", ["inspect", CNN, "--data", "{C}/truncated.npz"], ".npz"),
     (
