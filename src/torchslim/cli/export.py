@@ -16,13 +16,14 @@ Export MODEL for one runtime, check that it computes what the original computes,
 
 The model is built for the runtime, then compared with eager FP32 PyTorch on the same inputs at batch 1 and batch 4 (and two sequence lengths for token inputs), with a tolerance for the precision the runtime computes in; a mismatch is an error and nothing is saved. The result is evaluated against the original and measured interleaved with it. DIR is an artifact (runtime/ with the runtime's files, recipe.yaml, manifest.json with every file's hash), written atomically. MODEL may be an artifact (from prune or quantize): its recipe gets this runtime. Load it back in Python with torchslim.load_artifact(DIR).
 
-Runtimes: onnxruntime (model.onnx), openvino (model.xml/.bin), torchscript (model.ts), export (torch.export model.pt2; --aot for an AOTInductor package), inductor (AOTInductor package), eager (torch.export model.pt2), tensorrt (NVIDIA GPU only).
+Runtimes: onnxruntime (model.onnx), openvino (model.xml/.bin), torchscript (model.ts), export (torch.export model.pt2; --aot for an AOTInductor package), inductor (AOTInductor package), eager (torch.export model.pt2), tensorrt (NVIDIA GPU only), executorch (model.pte with the XNNPACK delegate, for phones and boards; --quantize int8 --calib DATA for INT8 through the XNNPACK quantizer; needs torchslim[edge]). For executorch, runtime/runtime.json reports the program size, the planned memory arena and which operators XNNPACK did not take (and why).
 
 \b
 Examples:
   torchslim export torchslim:fashion_cnn --runtime onnxruntime --out out/cnn-ort
   torchslim export torchvision:resnet18 --runtime openvino --precision default --out out/r18-ov
   torchslim export torchslim:minilm --runtime torchscript --out out/minilm-ts --json
+  torchslim export torchslim:fashion_cnn --runtime executorch --quantize int8 --calib torchslim:fashion_mnist --eval torchslim:fashion_mnist --out out/cnn-pte
 """
 
 RUNTIME_NAMES = (
@@ -33,6 +34,7 @@ RUNTIME_NAMES = (
     "inductor",
     "eager",
     "tensorrt",
+    "executorch",
 )
 
 
@@ -50,6 +52,8 @@ def runtime_config(
     precision: str | None = None,
     threads: int | None = None,
     aot: bool = False,
+    quantize: str | None = None,
+    calib: str | None = None,
 ) -> Any:
     """The runtime config for the CLI options (defaults elsewhere).
 
@@ -68,6 +72,25 @@ def runtime_config(
             f"--precision applies to openvino and tensorrt, not {runtime}.",
             "Drop --precision (other runtimes compute in FP32).",
         )
+    if (quantize or calib) and runtime != "executorch":
+        raise TorchslimError(
+            f"--quantize/--calib apply to the executorch runtime, not {runtime}.",
+            "Quantize first with `torchslim quantize MODEL --out DIR`, then export DIR.",
+        )
+    if runtime == "executorch":
+        if quantize not in (None, "none", "int8"):
+            raise TorchslimError(f"Unknown --quantize '{quantize}'.", "Use --quantize int8.")
+        if quantize == "int8" and not calib:
+            raise TorchslimError(
+                "--quantize int8 needs calibration data.",
+                "Give --calib DATA, e.g. --calib torchslim:fashion_mnist.",
+            )
+        if threads:
+            raise TorchslimError(
+                "--threads does not apply to executorch (its thread pool has one thread per core).",
+                "Drop --threads.",
+            )
+        return c.ExecuTorchConfig(quantize=c.EdgeQuantize(quantize or "none"), calib=calib)
     if runtime == "onnxruntime":
         return c.OrtConfig(opset=opset or 18, intra_op_threads=threads)
     if runtime == "openvino":
@@ -107,6 +130,9 @@ def export_model(
     dry_run: bool = False,
     as_json: bool = False,
     batch_sizes: tuple[int, ...] | None = None,
+    quantize: str | None = None,
+    calib: str | None = None,
+    eval_src: str | None = None,
 ) -> dict[str, Any]:
     """Build MODEL for a runtime, check parity, evaluate, measure and save the artifact.
 
@@ -134,11 +160,20 @@ def export_model(
         config = choice.config(spec.batch_size)
         chosen = {"variant": choice.choices[spec.batch_size]["variant"], "cached": choice.cached}
     else:
-        config = runtime_config(runtime, opset=opset, precision=precision, threads=threads, aot=aot)
+        config = runtime_config(
+            runtime,
+            opset=opset,
+            precision=precision,
+            threads=threads,
+            aot=aot,
+            quantize=quantize,
+            calib=calib,
+        )
     return run_command(
         model,
         (),
         config,
+        eval_src=eval_src,
         out=out,
         force=force,
         arch=arch,
@@ -190,6 +225,24 @@ def export_command(
         None, "--threads", help="Threads the runtime uses (default: torch's setting)."
     ),
     aot: bool = typer.Option(False, "--aot", help="export: compile with AOTInductor."),
+    quantize: str | None = typer.Option(
+        None,
+        "--quantize",
+        help="executorch: int8 quantizes with the XNNPACK quantizer (static INT8, calibrated "
+        "on --calib) before lowering.",
+    ),
+    calib: str | None = typer.Option(
+        None,
+        "--calib",
+        help="executorch --quantize int8: calibration data (bundled data sets use their "
+        "training split), e.g. torchslim:fashion_mnist.",
+    ),
+    eval_src: str | None = typer.Option(
+        None,
+        "--eval",
+        help="Labelled evaluation data for the accuracy change (default: fidelity to the "
+        "original on synthetic inputs), e.g. torchslim:fashion_mnist.",
+    ),
     trust_pickle: bool = typer.Option(
         False,
         "--trust-pickle",
@@ -213,6 +266,9 @@ def export_command(
         precision=precision,
         threads=threads,
         aot=aot,
+        quantize=quantize,
+        calib=calib,
+        eval_src=eval_src,
         trust_pickle=trust_pickle,
         trust_code=trust_code,
         verify=not no_verify,

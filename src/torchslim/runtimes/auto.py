@@ -50,7 +50,15 @@ __all__ = [
 
 ProgressFn = Callable[[str, float], None]
 
-DEFAULT_RUNTIMES = ("eager", "inductor", "torchscript", "onnxruntime", "openvino", "tensorrt")
+DEFAULT_RUNTIMES = (
+    "eager",
+    "inductor",
+    "torchscript",
+    "onnxruntime",
+    "openvino",
+    "tensorrt",
+    "executorch",
+)
 """Runtimes tried by default (``export`` runs the same kernels as eager; ask for it by name)."""
 
 
@@ -234,6 +242,9 @@ def candidate_variants(
                         )
         elif rt == "tensorrt":
             out.append(Variant("tensorrt", rt, c.TensorRTConfig()))
+        elif rt == "executorch":
+            # one variant: ExecuTorch's thread pool is process-wide (one thread per core)
+            out.append(Variant("executorch", rt, c.ExecuTorchConfig()))
     return out
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from torchslim.runtimes.base import register_runtime
 from torchslim.runtimes.configs import (
     EagerConfig,
+    ExecuTorchConfig,
     ExportConfig,
     InductorConfig,
     OpenVINOConfig,
@@ -74,4 +75,14 @@ register_runtime(
     tags=("cuda", "gpu", "fp16"),
     probe="torchslim.runtimes.tensorrt:probe",
     description="TensorRT on an NVIDIA GPU (ONNX Runtime TensorRT provider)",
+)
+register_runtime(
+    "executorch",
+    "torchslim.runtimes.executorch:build",
+    config=ExecuTorchConfig,
+    requires=("executorch",),
+    extra="edge",
+    tags=("cpu", "edge", "mobile", "xnnpack", "int8"),
+    description="ExecuTorch .pte with the XNNPACK delegate (FP32, or INT8 through the XNNPACK "
+    "quantizer), run on the host through executorch.runtime",
 )

@@ -16,6 +16,8 @@ __all__ = [
     "RUNTIME_CONFIGS",
     "CompileMode",
     "EagerConfig",
+    "EdgeQuantize",
+    "ExecuTorchConfig",
     "ExportConfig",
     "GraphOptLevel",
     "InductorConfig",
@@ -231,6 +233,60 @@ class TensorRTConfig:
     max_batch: int = 64
 
 
+class EdgeQuantize(str, enum.Enum):
+    """What the ``executorch`` runtime quantizes before lowering to XNNPACK."""
+
+    NONE = "none"
+    INT8 = "int8"
+
+
+@config_type("ExecuTorchConfig")
+@dataclass(frozen=True)
+class ExecuTorchConfig:
+    """ExecuTorch: a ``.pte`` program with the XNNPACK delegate, run through ``executorch.runtime``.
+
+    ExecuTorch's thread pool is process-wide, one thread per core; it is not configurable here
+    (see :func:`torchslim.runtimes.executorch.pool_threads`).
+
+    Attributes:
+        quantize: ``none`` (FP32) or ``int8`` (static INT8 through the XNNPACK quantizer, PT2E
+            flow, calibrated on ``calib``).
+        calib: Calibration data source for ``int8`` (e.g. ``torchslim:fashion_mnist``;
+            bundled data sets use their training split).
+        num_calibration_samples: Calibration samples used (a seeded subset).
+        per_channel: Per-output-channel INT8 weight scales (per-tensor when false).
+        dynamic_batch: Export with a symbolic batch axis bounded by ``max_batch``; when the
+            program cannot keep it dynamic (or when false, or ``max_batch`` is 1) it is
+            exported for batch 1 (recorded); larger batches then run as successive calls.
+        max_batch: Largest batch a dynamic program accepts; memory is planned for it, so the
+            planned arena grows with it.
+        seed: Seed of the calibration subset.
+    """
+
+    quantize: EdgeQuantize = EdgeQuantize.NONE
+    calib: str | None = None
+    num_calibration_samples: int = 300
+    per_channel: bool = True
+    dynamic_batch: bool = True
+    max_batch: int = 8
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        from torchslim.errors import TorchslimError
+
+        try:
+            object.__setattr__(self, "quantize", EdgeQuantize(self.quantize))
+        except ValueError:
+            raise TorchslimError(
+                f"Unknown ExecuTorch quantization '{self.quantize}'.", "Use none or int8."
+            ) from None
+        if self.max_batch < 1 or self.num_calibration_samples < 1:
+            raise TorchslimError(
+                "max_batch and num_calibration_samples must be at least 1.",
+                "Give e.g. max_batch=8, num_calibration_samples=300.",
+            )
+
+
 RUNTIME_CONFIGS: dict[str, type] = {
     "eager": EagerConfig,
     "inductor": InductorConfig,
@@ -239,5 +295,6 @@ RUNTIME_CONFIGS: dict[str, type] = {
     "onnxruntime": OrtConfig,
     "openvino": OpenVINOConfig,
     "tensorrt": TensorRTConfig,
+    "executorch": ExecuTorchConfig,
 }
 """Runtime name → its config class (defaults build a sensible FP32 runtime)."""
