@@ -517,3 +517,20 @@ def test_closest_candidates_when_nothing_passes() -> None:
         ],
     }
     assert [c["key"] for c in closest(d)] == ["slow", "inaccurate", "two-rules"]
+
+
+def test_edge_preset_builds_executorch_programs_float_and_int8() -> None:
+    from torchslim.recipe import DataRefs
+    from torchslim.runtimes.configs import EdgeQuantize
+
+    space = PRESETS["edge"]
+    base = Recipe(batch_sizes=(1,), data=DataRefs(calib="torchslim:fashion_mnist?limit=64"))
+    recipes = [r for r in (space.recipe(c, base) for c in _choices(space)) if r is not None]
+    assert {type(r.runtime).__name__ for r in recipes} == {"ExecuTorchConfig"}
+    kinds = {(r.runtime.quantize, bool(r.steps)) for r in recipes}
+    assert kinds == {(q, p) for q in (EdgeQuantize.NONE, EdgeQuantize.INT8) for p in (False, True)}
+    for r in recipes:
+        r.validate()
+        if r.runtime.quantize == EdgeQuantize.INT8:
+            assert r.runtime.calib == base.data.calib and r.runtime.max_batch == 1
+    assert len({engine._key(r) for r in recipes}) == len(recipes)

@@ -45,7 +45,15 @@ def optimize(
     calib: str | None = typer.Option(None, "--calib", help="Calibration data (static INT8)."),
     eval_data: str | None = typer.Option(None, "--eval", help="Evaluation data (required)."),
     train: str | None = typer.Option(None, "--train", help="Training data (pruning recovery)."),
-    preset: str = typer.Option("fast", "--preset", help="fast, balanced, thorough or SPACE.yaml."),
+    preset: str = typer.Option(
+        "fast", "--preset", help="fast, balanced, thorough, edge or SPACE.yaml."
+    ),
+    target: str = typer.Option(
+        "cpu",
+        "--target",
+        help="cpu (this machine's runtimes) or edge (ExecuTorch/XNNPACK programs for phones and "
+        "boards: the edge preset; pair with --max-size-mb).",
+    ),
     max_drop: float = typer.Option(1.0, "--max-drop", help="Accuracy budget in points."),
     batch: str = typer.Option(
         "1",
@@ -91,6 +99,16 @@ def optimize(
 
     if fmt not in ("table", "md", "json"):
         raise TorchslimError(f"Unknown --format '{fmt}'.", "Use table, md or json.")
+    if target not in ("cpu", "edge"):
+        raise TorchslimError(f"Unknown --target '{target}'.", "Use cpu or edge.")
+    if target == "edge":
+        if preset not in ("fast", "edge"):
+            raise TorchslimError(
+                "--target edge chooses the edge search space; it cannot be combined with "
+                f"--preset {preset}.",
+                "Drop --preset, or give a SPACE.yaml with runtimes: [executorch].",
+            )
+        preset = "edge"
     err = stderr_console()
     with err.status("Starting the search …") as status:
         result = run(

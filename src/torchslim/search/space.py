@@ -28,8 +28,9 @@ QUANT_CHOICES = (
     "static/onnxruntime",
     "dynamic/onnxruntime",
     "dynamic/torch",
+    "static/executorch",
 )
-RUNTIME_CHOICES = ("openvino", "onnxruntime", "eager")
+RUNTIME_CHOICES = ("openvino", "onnxruntime", "eager", "executorch")
 
 
 @config_type("SearchSpace")
@@ -185,6 +186,25 @@ class SearchSpace:
             return None
         quant = choice.quantize
         rt = choice.runtime
+        if quant == "static/executorch" or rt == "executorch":
+            # the XNNPACK INT8 build (PT2E with calibration) is the executorch runtime's own
+            if (quant == "static/executorch") != (rt == "executorch") and quant != "none":
+                return None
+            if any(
+                getattr(choice, d) != dims[d][0] for d in ("precision", "hint", "shapes", "threads")
+            ):
+                return None  # ExecuTorch keeps its own thread pool and dynamic batch
+            from torchslim.runtimes.configs import EdgeQuantize, ExecuTorchConfig
+
+            edge = ExecuTorchConfig(
+                quantize=EdgeQuantize.INT8 if quant == "static/executorch" else EdgeQuantize.NONE,
+                calib=base.data.calib if quant == "static/executorch" else None,
+                max_batch=max(base.batch_sizes),
+                seed=base.seed,
+            )
+            return replace(
+                base, steps=tuple(steps), runtime=edge, data=replace(base.data, teacher=teacher)
+            )
         if quant != "none":
             method, backend = quant.split("/")
             steps.append(QuantizeConfig(QuantMethod(method), QuantBackend(backend), seed=base.seed))
@@ -266,8 +286,22 @@ PRESETS: dict[str, SearchSpace] = {
 }
 
 
+PRESETS["edge"] = SearchSpace(
+    prune_ratios=(0.0, 0.3, 0.5),
+    recovery_epochs=1.0,
+    short_recovery_epochs=0.25,
+    quantize=("none", "static/executorch"),
+    runtimes=("executorch",),
+    precisions=("f32",),
+    hints=("latency",),
+    shapes=("dynamic",),
+)
+"""``--target edge``: ExecuTorch/XNNPACK programs (FP32 or INT8), with pruning; pair it with
+batch 1 and ``--max-size-mb`` to optimise for a phone or an embedded board."""
+
+
 def load_space(preset_or_path: str) -> SearchSpace:
-    """A preset name (``fast``, ``balanced``, ``thorough``) or a YAML file of
+    """A preset name (``fast``, ``balanced``, ``thorough``, ``edge``) or a YAML file of
     :class:`SearchSpace` fields (``yaml.safe_load``; unknown fields are refused)."""
     if preset_or_path in PRESETS:
         return PRESETS[preset_or_path]
