@@ -6,9 +6,14 @@ quantize_dynamic``); ONNX Runtime ``quantize_static`` on the exported graph; Ope
 ``nncf.quantize`` on ``openvino.convert_model``; 50% structured pruning + recovery alone
 (``torchslim.prune``, eager); and **optimize's pick**, re-loaded from its artifact with
 ``torchslim.load_artifact`` (a fresh load through the runtime's own API). Every row is scored on
-the same evaluation data (top-1 for the Fashion-MNIST references; cosine/agreement for
-random-weight torchvision models). Ratios are quoted against OpenVINO INT8 run directly (the
-strongest single technique on this CPU).
+the same evaluation data (top-1 for the Fashion-MNIST references; polarity accuracy of the
+embeddings for MiniLM; cosine/agreement for random-weight torchvision models). Ratios are quoted
+against OpenVINO INT8 run directly (the strongest single technique on this CPU).
+
+MiniLM (``--models minilm``, batch 1 and 8 at sequence 128): pruning removes whole attention heads
+and FFN neurons, and recovery distils the original's embeddings on unlabelled news sentences
+(``torchslim:text_background``, apart from the evaluation texts); optimize searches a text space
+(:data:`TEXT_SPACE`: head/FFN pruning levels + KD recovery + OpenVINO INT8).
 
 Run: ``.venv/bin/python benchmarks/bench_optimize.py [--models fashion_resnet,fashion_cnn]
 [--time-budget 20m] [--smoke]`` (``--smoke``: one model, a 90 s search, nothing written).
@@ -31,6 +36,33 @@ import bench_quantize as bq
 from _report import replace_section, save_json
 
 MODELS = ("fashion_resnet", "fashion_cnn")
+BATCHES: dict[str, tuple[int, int]] = {"minilm": (1, 8)}
+"""Batch sizes per model (default 1 and 64): MiniLM at seq 128 is timed at 1 and 8."""
+TARGETS: dict[str, tuple[float, float]] = {"minilm": (1.3, 1.3)}
+"""(batch-1, large-batch) speed-up targets vs OV INT8 (default 1.5 and 2.5, the issue's)."""
+TEXT_TRAIN = "torchslim:text_background?seq_len=64"
+"""Unlabelled text for distillation (sentences average ~30 tokens: 64 truncates almost none)."""
+TEXT_RECOVERY_LR = 1e-4
+"""Recovery learning rate for the pretrained encoder (the vision default 1e-3 is for CNNs)."""
+
+
+def _batches(key: str) -> tuple[int, int]:
+    return BATCHES.get(key, (1, 64))
+
+
+def text_space(prune_ratios: tuple[float, ...] = (0.0, 0.3, 0.4, 0.5), epochs: float = 1.0) -> Any:
+    """The MiniLM search space: head/FFN pruning levels with KD recovery, OpenVINO INT8 on top."""
+    from torchslim.search.space import SearchSpace
+
+    return SearchSpace(
+        prune_ratios=prune_ratios,
+        recoveries=("kd",),
+        recovery_epochs=epochs,
+        quantize=("static/openvino",),
+        runtimes=("openvino",),
+        precisions=("f32",),
+        shapes=("dynamic",),
+    )
 
 
 def fmt(value: Any, spec: str) -> str:
@@ -57,18 +89,22 @@ def _prune_row(spec: Any, epochs: float) -> Any:
     from torchslim.train import DistillConfig, DistillMethod
 
     row = bq.Row("50% structured pruning + recovery (alone)", "peer", "prune")
-    train = load_data("torchslim:fashion_mnist?split=train")
+    text = spec.kind == "text"
+    train = load_data(TEXT_TRAIN if text else "torchslim:fashion_mnist?split=train")
     start = time.perf_counter()
-    cfg = PruneConfig(
-        ratio=0.5,
-        target=PruneTarget.FLOPS,
-        recover=DistillConfig(method=DistillMethod.FINETUNE, epochs=epochs),
+    # a sentence encoder has no labels to fine-tune on: it is distilled from the original
+    recover = (
+        DistillConfig(method=DistillMethod.KD, epochs=epochs, lr=TEXT_RECOVERY_LR, batch_size=32)
+        if text
+        else DistillConfig(method=DistillMethod.FINETUNE, epochs=epochs)
     )
+    cfg = PruneConfig(ratio=0.5, target=PruneTarget.FLOPS, recover=recover)
     cand = torchslim.prune(spec.loaded, cfg, train=train, eval=spec.eval, measure=False)
     row.quantize_s = round(time.perf_counter() - start, 2)
     row.size_mb = cand.size_mb
     row.predict, row.keep = cand.model, cand
-    row.notes = f"torchslim.prune ratio 0.5 of FLOPs, finetune {epochs} epoch(s), eager"
+    how = "heads + FFN, KD on text" if text else "finetune"
+    row.notes = f"torchslim.prune ratio 0.5 of FLOPs, {how} {epochs} epoch(s), eager"
     return row
 
 
@@ -78,14 +114,17 @@ def _optimize_row(spec: Any, args: argparse.Namespace, workdir: Path) -> tuple[A
 
     row = bq.Row("torchslim optimize (its pick)", "torchslim", "search")
     start = time.perf_counter()
+    text = spec.kind == "text"
     res = optimize(
         spec.source,
-        calib="torchslim:fashion_mnist?split=train&limit=512",
-        eval="torchslim:fashion_mnist",
-        train="torchslim:fashion_mnist?split=train",
-        space=args.preset,
+        calib="torchslim:text_background?limit=300"
+        if text
+        else "torchslim:fashion_mnist?split=train&limit=512",
+        eval="torchslim:text_polarity" if text else "torchslim:fashion_mnist",
+        train=TEXT_TRAIN if text else "torchslim:fashion_mnist?split=train",
+        space=text_space(args.text_ratios, args.epochs) if text else args.preset,
         max_drop=1.0,
-        batch_sizes=(1, 64),
+        batch_sizes=_batches(spec.key),
         time_budget_s=args.time_budget,
         out=workdir / f"opt-{spec.key}",
         threads=args.threads,
@@ -131,7 +170,8 @@ def run_model(key: str, args: argparse.Namespace, workdir: Path) -> dict[str, An
     live = [r for r in rows if r.predict is not None]
     timing = TimingConfig(min_time_s=args.min_time, max_time_s=4 * args.min_time + 2)
     targets = [BenchTarget(r.name, r.predict, spec.make_inputs) for r in live]
-    ms = measure_models(targets, (1, 64), threads=args.threads, config=timing, memory=False)
+    batches = _batches(key)
+    ms = measure_models(targets, batches, threads=args.threads, config=timing, memory=False)
     for r, m in zip(live, ms, strict=True):
         r.scores["p50_ms"] = {str(b): bm.latency.p50_ms for b, bm in m.batches.items()}
         r.scores["ci95_ms"] = {
@@ -139,6 +179,7 @@ def run_model(key: str, args: argparse.Namespace, workdir: Path) -> dict[str, An
         }
     return {
         "model": key,
+        "batches": list(batches),
         "baseline": scorer.baseline(),
         "rows": [r.to_dict() for r in rows],
         "search": {k: search.get(k) for k in ("seconds", "stopped", "constraints")}
@@ -161,22 +202,26 @@ def markdown(results: dict[str, Any], meta: dict[str, Any]) -> str:
         "## optimize vs single techniques run directly",
         "",
         f"`benchmarks/bench_optimize.py`, {meta['when']}, {meta['machine']}, {meta['threads']} "
-        "threads. All rows of a model were timed in one interleaved run (batch 1 and 64); "
-        "accuracy is top-1 on the packaged 2,000-image test set, drops in points. "
+        "threads. All rows of a model were timed in one interleaved run (batch 1 and 64; MiniLM "
+        "1 and 8 at sequence 128); accuracy is top-1 on the packaged 2,000-image test set "
+        "(MiniLM: polarity accuracy of the embeddings, 5-fold logistic regression on 200 movie "
+        "reviews), drops in points. "
         '"× OV INT8" is OpenVINO INT8 (NNCF, run directly) latency ÷ the row\'s: above 1 is '
         "faster than it. Target (issue): optimize's pick ≥ 2.5× at batch 64 and ≥ 1.5× at batch 1 "
-        "vs OV INT8, at ≤ 1 point drop.",
+        "vs OV INT8 (MiniLM: ≥ 1.3×), at ≤ 1 point drop.",
         "",
     ]
     for key, res in results.items():
         base = res["baseline"]["metric"]
         s = res["search"]
+        b1, bn = (str(b) for b in res.get("batches", (1, 64)))
+        metric = "polarity" if key == "minilm" else "top-1"
         lines += [
-            f"### {key} (baseline top-1 {fmt(100 * base, '.2f')}%; search: {s['candidates']} "
+            f"### {key} (baseline {metric} {fmt(100 * base, '.2f')}%; search: {s['candidates']} "
             f"candidates, {fmt(s['seconds'], '.0f')} s, {s['stopped']})",
             "",
-            "| row | top-1 | drop (pts) | ms b=1 | ms b=64 | × OV INT8 b=1 | × OV INT8 b=64 | MB | "
-            "notes |",
+            f"| row | {metric} | drop (pts) | ms b={b1} | ms b={bn} | × OV INT8 b={b1} | "
+            f"× OV INT8 b={bn} | MB | notes |",
             "|---|---|---|---|---|---|---|---|---|",
         ]
         for r in res["rows"]:
@@ -188,18 +233,19 @@ def markdown(results: dict[str, Any], meta: dict[str, Any]) -> str:
             drop = None if acc is None else 100 * (base - acc)
             lines.append(
                 f"| {r['name']} | {fmt(None if acc is None else 100 * acc, '.2f')} | "
-                f"{fmt(drop, '+.2f')} | {fmt(sc['p50_ms']['1'], '.3f')} | "
-                f"{fmt(sc['p50_ms']['64'], '.2f')} | "
-                f"{fmt(_ratio(res['rows'], r['name'], ov, '1'), '.2f')} | "
-                f"{fmt(_ratio(res['rows'], r['name'], ov, '64'), '.2f')} | "
+                f"{fmt(drop, '+.2f')} | {fmt(sc['p50_ms'][b1], '.3f')} | "
+                f"{fmt(sc['p50_ms'][bn], '.2f')} | "
+                f"{fmt(_ratio(res['rows'], r['name'], ov, b1), '.2f')} | "
+                f"{fmt(_ratio(res['rows'], r['name'], ov, bn), '.2f')} | "
                 f"{fmt(r.get('size_mb'), '.3f')} | {r.get('notes', '')} |"
             )
-        r1, r64 = _ratio(res["rows"], pick, ov, "1"), _ratio(res["rows"], pick, ov, "64")
+        r1, r64 = _ratio(res["rows"], pick, ov, b1), _ratio(res["rows"], pick, ov, bn)
+        t1, tn = TARGETS.get(key, (1.5, 2.5))
         verdict = (
             "target met"
-            if r1 and r64 and r1 >= 1.5 and r64 >= 2.5
-            else f"**gap**: {fmt(r1, '.2f')}× at batch 1 (target 1.5), {fmt(r64, '.2f')}× at "
-            "batch 64 (target 2.5)"
+            if r1 and r64 and r1 >= t1 and r64 >= tn
+            else f"**gap**: {fmt(r1, '.2f')}× at batch {b1} (target {t1}), {fmt(r64, '.2f')}× at "
+            f"batch {bn} (target {tn})"
         )
         lines += ["", f"Verdict: {verdict}.", ""]
     return "\n".join(lines)
@@ -214,6 +260,15 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--min-time", type=float, default=1.0)
     ap.add_argument("--smoke", action="store_true", help="fashion_cnn, 90 s, writes nothing")
+    ap.add_argument(
+        "--text-ratios",
+        type=lambda v: tuple(float(x) for x in v.split(",")),
+        default=(0.0, 0.3, 0.4, 0.5),
+        help="MiniLM: head/FFN pruning levels (FLOPs fractions) optimize may pick from",
+    )
+    ap.add_argument(
+        "--no-write", action="store_true", help="print the table only (e.g. a one-model check)"
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     models = ["fashion_cnn"] if args.smoke else args.models.split(",")
@@ -225,12 +280,13 @@ def main() -> None:
             print(f"== {key}", flush=True)
             results[key] = run_model(key, args, Path(tmp))
     meta = bq._meta(args.threads) | {"when": time.strftime("%Y-%m-%d")}
-    if not args.smoke:
+    if not (args.smoke or args.no_write):
         save_json("optimize", {"meta": meta, "results": results})
     text = markdown(results, meta)
     print(text)
-    if args.smoke:
-        print("smoke run done; nothing written")
+    if args.smoke or args.no_write:
+        print(json.dumps(results, default=str))
+        print("nothing written")
         return
     replace_section("optimize", text)
     print(json.dumps({k: len(v["rows"]) for k, v in results.items()}))

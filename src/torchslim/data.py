@@ -14,6 +14,7 @@ Supported sources (see :func:`load_data`); any of them may carry options after `
                                  (``?n=64``) — fidelity only, never accuracy
 ``torchslim:fashion_mnist``      bundled Fashion-MNIST (``?split=test`` default, ``train``)
 ``torchslim:text_polarity``      bundled movie-review polarity sentences (needs the text extra)
+``torchslim:text_background``    bundled unlabelled news sentences, for distillation (text extra)
 ===============================  ==============================================================
 
 Every option is checked once, before anything is read (see ``_OPTIONS``): an unknown option, one
@@ -269,7 +270,10 @@ _FASHION, _POLARITY, _LEE50 = (
     "torchslim:text_polarity",
     "torchslim:text_lee50",
 )
-_KINDS = frozenset({_FOLDER, _NPZ, _PT, _IDX, _FACTORY, _SYNTHETIC, _FASHION, _POLARITY, _LEE50})
+_BACKGROUND = "torchslim:text_background"
+_KINDS = frozenset(
+    {_FOLDER, _NPZ, _PT, _IDX, _FACTORY, _SYNTHETIC, _FASHION, _POLARITY, _LEE50, _BACKGROUND}
+)
 _MAX_SEED = 2**63 - 1
 _YES_NO = ("1", "true", "yes", "on", "", "0", "false", "no", "off")
 # The one place where query options are defined and checked (by _check_options).
@@ -281,7 +285,7 @@ _OPTIONS: dict[str, _Option] = {
     "normalize": _Option(choices=("imagenet", "none"), sources=frozenset({_FOLDER})),
     "split": _Option(choices=("test", "train"), sources=frozenset({_FASHION})),
     "full": _Option(choices=_YES_NO, sources=frozenset({_FASHION})),
-    "seq_len": _Option(2, 512, sources=frozenset({_POLARITY, _LEE50})),
+    "seq_len": _Option(2, 512, sources=frozenset({_POLARITY, _LEE50, _BACKGROUND})),
 }
 
 

@@ -5,7 +5,10 @@ One loop, four ways to teach a student (``DistillConfig.method``):
 * ``kd`` — logit distillation from a teacher: ``(1 - alpha) · CE(student, labels) +
   alpha · T² · KL(softmax(teacher / T) ‖ softmax(student / T))`` (only the soft term without
   labels), plus optional **feature distillation** on intermediate layers (forward hooks, MSE,
-  learnable 1x1 adapters when channel counts differ);
+  learnable 1x1 adapters when channel counts differ). For an embedding model (a sentence
+  encoder, whose outputs are unit-length vectors rather than logits) the target is the
+  teacher's embedding itself: ``1 - cos(student, teacher)`` (``loss="cosine"``, what ``auto``
+  picks) or ``MSE`` (``loss="mse"``), so unlabelled text is enough to train on;
 * ``finetune`` — labels only (cross-entropy), no teacher;
 * ``self`` — self-distillation from an exponential moving average (EMA) of the student.
 
@@ -48,6 +51,7 @@ if TYPE_CHECKING:
 __all__ = ["DistillConfig", "DistillMethod", "TrainResult", "fit"]
 
 _CKPT = "checkpoint.pt"
+_LOSSES = ("auto", "kl", "cosine", "mse")
 
 
 class DistillMethod(str, Enum):
@@ -71,6 +75,12 @@ class DistillConfig:
         features: Feature-distillation pairs, ``"student.layer"`` (same name in the teacher) or
             ``"student.layer=teacher.layer"``.
         feature_weight: Weight of the feature (MSE) loss.
+        loss: The distillation loss on the outputs: ``kl`` (softened logits, above), ``cosine``
+            (``1 - cos`` between student and teacher outputs, for embedding models), ``mse``, or
+            ``auto`` (default): ``cosine`` when the teacher is an embedding model (it has an
+            ``embedding_dim`` or returns unit-length rows), else ``kl``. With ``cosine`` and
+            ``mse`` labels are not used (embeddings have no classes) and the evaluation data
+            gives no top-1 metric, so the last weights are kept.
         ema_decay: EMA decay for ``method="self"``.
         epochs: Passes over the training data (fractions allowed).
         max_steps: Stop after this many optimiser steps (overrides ``epochs``).
@@ -101,6 +111,7 @@ class DistillConfig:
     alpha: float = 0.7
     features: tuple[str, ...] = ()
     feature_weight: float = 1.0
+    loss: str = "auto"
     ema_decay: float = 0.99
     epochs: float = 1.0
     max_steps: int | None = None
@@ -137,6 +148,10 @@ class DistillConfig:
                 "schedule must be cosine, linear or constant",
             ),
             (self.amp in ("off", "bf16", "auto"), "amp must be off, bf16 or auto"),
+            (
+                self.loss in _LOSSES,
+                f"loss must be one of {', '.join(_LOSSES)}",
+            ),
             (0.0 <= self.ema_decay < 1.0, "ema_decay must be in [0, 1)"),
             (self.checkpoint_every > 0, "checkpoint_every must be > 0"),
             (
@@ -163,6 +178,8 @@ class TrainResult:
         stopped_early: True when early stopping ended the run.
         resumed_from: Step the run resumed from (``None`` for a fresh run).
         amp: The autocast dtype used (``"bf16"``) or ``None``.
+        loss: The distillation loss used on the outputs (``kl``, ``cosine``, ``mse``), or
+            ``None`` without a teacher.
     """
 
     module: Any
@@ -174,6 +191,7 @@ class TrainResult:
     stopped_early: bool = False
     resumed_from: int | None = None
     amp: str | None = None
+    loss: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly summary (without the module)."""
@@ -185,6 +203,7 @@ class TrainResult:
             "stopped_early": self.stopped_early,
             "resumed_from": self.resumed_from,
             "amp": self.amp,
+            "loss": self.loss,
             "history": self.history,
         }
 
@@ -256,6 +275,39 @@ def _feature_loss(s: torch.Tensor, t: torch.Tensor, adapter: nn.Module) -> torch
     if s.dim() == 4 and s.shape[-2:] != t.shape[-2:]:
         s = F.adaptive_avg_pool2d(s, (int(t.shape[-2]), int(t.shape[-1])))
     return F.mse_loss(s, t.float())
+
+
+def _is_embedding_model(teacher: nn.Module, probe: tuple[torch.Tensor, ...]) -> bool:
+    """True for a model whose outputs are embeddings (unit-length rows), not class logits."""
+    import torch
+
+    if getattr(teacher, "embedding_dim", None) is not None:
+        return True
+    with torch.no_grad():
+        out = _logits(teacher(*probe)).float()
+    if out.dim() != 2 or out.shape[-1] < 2:
+        return False
+    return bool(torch.allclose(out.norm(dim=-1), torch.ones(out.shape[0]), atol=1e-3))
+
+
+def _output_loss(kind: str, out: torch.Tensor, t_out: torch.Tensor, temp: float) -> torch.Tensor:
+    """The distillation loss between student and teacher outputs (see ``DistillConfig.loss``)."""
+    import torch.nn.functional as F
+
+    if kind == "cosine":
+        return (1 - F.cosine_similarity(out, t_out, dim=-1)).mean()
+    if kind == "mse":
+        return F.mse_loss(out, t_out)
+    return (
+        F.kl_div(
+            F.log_softmax(out / temp, dim=-1),
+            F.log_softmax(t_out / temp, dim=-1),
+            reduction="batchmean",
+            log_target=True,
+        )
+        * temp
+        * temp
+    )
 
 
 def _dist() -> tuple[int, int]:
@@ -470,6 +522,15 @@ def fit(
     if cfg.method == DistillMethod.SELF and tchr is not None:
         for p in tchr.parameters():  # our own EMA copy; the caller's teacher is left as given
             p.requires_grad_(False)
+    loss_kind = None
+    if tchr is not None:
+        loss_kind = cfg.loss
+        if loss_kind == "auto":
+            probe_in = tuple(x[:2].to(device) for x in train.inputs)
+            loss_kind = "cosine" if _is_embedding_model(tchr, probe_in) else "kl"
+    embedding_loss = loss_kind in ("cosine", "mse")
+    if embedding_loss:
+        eval_data = None  # top-1 of an embedding means nothing; keep the last weights
 
     # Feature distillation: hooks and adapters (shapes found with one probe batch).
     pairs = [(f.split("=", 1)[0], f.split("=", 1)[-1]) for f in cfg.features]
@@ -649,7 +710,9 @@ def fit(
             idx = perm[offset * bs : (offset + 1) * bs][rank::world]
             inputs = tuple(x[idx].to(device) for x in train.inputs)
             labels = (
-                train.labels[idx].to(device) if has_labels and train.labels is not None else None
+                train.labels[idx].to(device)
+                if has_labels and train.labels is not None and not embedding_loss
+                else None
             )
             elapsed = elapsed_before + time.perf_counter() - start
             frac = step / total_steps
@@ -668,17 +731,7 @@ def fit(
                 if tchr is not None:
                     with torch.no_grad():
                         t_out = _logits(tchr(*inputs)).float()
-                    temp = cfg.temperature
-                    soft = (
-                        F.kl_div(
-                            F.log_softmax(out / temp, dim=-1),
-                            F.log_softmax(t_out / temp, dim=-1),
-                            reduction="batchmean",
-                            log_target=True,
-                        )
-                        * temp
-                        * temp
-                    )
+                    soft = _output_loss(loss_kind or "kl", out, t_out, cfg.temperature)
                     a = cfg.alpha if labels is not None else 1.0
                     loss = loss + a * soft
                     if labels is not None and a < 1.0:
@@ -767,6 +820,7 @@ def fit(
         stopped_early=stopped_early,
         resumed_from=resumed_from,
         amp="bf16" if amp_dtype is not None else None,
+        loss=loss_kind,
     )
 
 

@@ -16,6 +16,15 @@ Methods (``PruneConfig.method``):
   ``round_to``; target given as a channel ratio, a FLOPs reduction or a latency reduction;
   optionally in ``steps`` with recovery training (``recover``) between steps.
 
+  Transformer encoders (Hugging Face BERT-style self-attention: a module with an integer
+  ``num_attention_heads``/``num_heads``/``n_heads`` and ``query``/``key``/``value``-style Linear
+  children, e.g. ``torchslim:minilm``) are pruned by whole **attention heads** (``head_ratio``)
+  and **FFN intermediate neurons** (``ratio``); the hidden (residual) width, and so the
+  embedding size, is kept. Each attention module's ``num_attention_heads`` and
+  ``all_head_size`` are updated to the heads left (the head size is unchanged), so the model
+  runs, exports and reloads as an artifact. A FLOPs or latency target prunes heads and FFN
+  width by the same searched fraction unless ``head_ratio`` fixes the heads' share.
+
 Unstructured zeros keep the dense size and speed: the report gives the sparse (bitmask) size and
 says so; only structured pruning makes the model itself smaller and faster.
 """
@@ -111,6 +120,10 @@ class PruneConfig:
         steps: Prune in this many equal steps, with recovery training between steps.
         recover: Recovery training after each step (``None``: none). The teacher for ``kd`` is
             the unpruned model unless the context gives one.
+        head_ratio: Transformer encoders only: fraction of each self-attention module's heads
+            to remove (rounded up to whole heads; ``0`` keeps every head). ``None`` (default):
+            the same fraction as the FFN width (``ratio``, or the searched one for a FLOPs or
+            latency target). Ignored for models without attention modules.
     """
 
     method: PruneMethod = PruneMethod.STRUCTURED
@@ -126,6 +139,7 @@ class PruneConfig:
     m: int = 4
     steps: int = 1
     recover: DistillConfig | None = None
+    head_ratio: float | None = None
 
     def __post_init__(self) -> None:
         for name, enum in (
@@ -153,6 +167,11 @@ class PruneConfig:
             raise TorchslimError(f"N:M needs 0 < N < M, got {self.n}:{self.m}.", "Use 2:4.")
         if self.steps < 1:
             raise TorchslimError(f"steps must be at least 1, got {self.steps}.")
+        if self.head_ratio is not None and not 0.0 <= float(self.head_ratio) < 1.0:
+            raise TorchslimError(
+                f"head_ratio must be in [0, 1), got {self.head_ratio}.",
+                "Give e.g. --head-ratio 0.5 to remove half of the attention heads, 0 for none.",
+            )
         if self.method != PruneMethod.STRUCTURED and self.target != PruneTarget.CHANNELS:
             raise TorchslimError(
                 f"Target '{self.target.value}' applies to structured pruning only.",
@@ -337,6 +356,86 @@ def _nm(model: nn.Module, cfg: PruneConfig, protected: set[str]) -> dict[str, An
 # --------------------------------------------------------------------------------------------
 
 
+_HEAD_ATTRS = ("num_attention_heads", "num_heads", "n_heads")
+_QKV_NAMES = (
+    ("query", "key", "value"),
+    ("q_proj", "k_proj", "v_proj"),
+    ("q_lin", "k_lin", "v_lin"),
+    ("q", "k", "v"),
+)
+
+
+@dataclass
+class _Attention:
+    """One self-attention module of a transformer encoder, as found by :func:`_attention`."""
+
+    name: str
+    module: Any
+    qkv: list[Any]
+    heads_attr: str
+    head_size: int
+
+    @property
+    def heads(self) -> int:
+        return int(getattr(self.module, self.heads_attr))
+
+
+def _attention(model: nn.Module) -> list[_Attention]:
+    """The Hugging Face-style self-attention modules of ``model`` (empty for CNNs, MLPs...).
+
+    A module counts when it has an integer head count (``num_attention_heads``, ``num_heads`` or
+    ``n_heads``) and three Linear children named like query/key/value projections of the same
+    width, divisible by the head count.
+    """
+    from torch import nn
+
+    found = []
+    for name, mod in model.named_modules():
+        attr = next((a for a in _HEAD_ATTRS if isinstance(getattr(mod, a, None), int)), None)
+        if attr is None or isinstance(getattr(mod, attr), bool):
+            continue
+        children = dict(mod.named_children())
+        for names in _QKV_NAMES:
+            qkv = [x for x in (children.get(n) for n in names) if isinstance(x, nn.Linear)]
+            if len(qkv) != 3:
+                continue
+            heads = int(getattr(mod, attr))
+            width = qkv[0].out_features
+            if heads > 0 and width % heads == 0 and all(x.out_features == width for x in qkv):
+                size = int(getattr(mod, "attention_head_size", width // heads))
+                found.append(_Attention(name, mod, qkv, attr, size))
+            break
+    return found
+
+
+def _hidden_width_layers(model: nn.Module, attn: list[_Attention]) -> list[Any]:
+    """Modules whose outputs are the residual (hidden) width of a transformer encoder.
+
+    Leaving them unpruned keeps the hidden size, and so the embedding size, intact: every
+    embedding table and every Linear that writes the hidden width other than the query/key/value
+    projections (attention output projections, FFN output layers, a pooler).
+    """
+    from torch import nn
+
+    qkv = {id(m) for a in attn for m in a.qkv}
+    hidden = {a.qkv[0].in_features for a in attn}
+    return [
+        m
+        for _, m in model.named_modules()
+        if isinstance(m, nn.Embedding)
+        or (isinstance(m, nn.Linear) and m.out_features in hidden and id(m) not in qkv)
+    ]
+
+
+def _sync_heads(attn: list[_Attention]) -> None:
+    """After pruning whole heads: set each module's head count and all-head width to match."""
+    for a in attn:
+        width = a.qkv[0].out_features
+        setattr(a.module, a.heads_attr, width // a.head_size)
+        if isinstance(getattr(a.module, "all_head_size", None), int):
+            a.module.all_head_size = width
+
+
 def _importance(kind: Importance) -> Any:
     import torch_pruning as tp
 
@@ -412,12 +511,25 @@ def _structured_once(
     inputs: tuple[Any, ...],
     ignored: list[nn.Module],
     train: DataSet | None,
+    head_ratio: float | None = None,
 ) -> None:
     import torch
     import torch_pruning as tp
 
     was = model.training
     model.eval()
+    attn = _attention(model)
+    heads: dict[str, Any] = {}
+    if attn:
+        # Whole heads and FFN neurons go; the hidden width stays (see _hidden_width_layers).
+        ignored = list(ignored) + _hidden_width_layers(model, attn)
+        h = ratio if head_ratio is None else head_ratio
+        heads = {
+            "num_heads": {m: a.heads for a in attn for m in a.qkv},
+            "prune_num_heads": h > 0,
+            "prune_head_dims": False,
+            "head_pruning_ratio": h,
+        }
 
     def make(ignore: list[Any]) -> Any:
         return tp.pruner.MetaPruner(
@@ -429,6 +541,7 @@ def _structured_once(
             max_pruning_ratio=cfg.max_layer_ratio if cfg.global_ranking else 1.0,
             ignored_layers=ignore,
             round_to=cfg.round_to or None,
+            **heads,
         )
 
     try:
@@ -454,6 +567,7 @@ def _structured_once(
         if cfg.importance == Importance.TAYLOR:
             _taylor_grads(model, train)
         pruner.step()
+        _sync_heads(attn)
         model.zero_grad(set_to_none=True)
     except (TorchslimError, DataError):
         raise
@@ -511,7 +625,9 @@ def _search_ratio(
     def reduction(r: float) -> float:
         trial = copy.deepcopy(model)
         mods = dict(trial.named_modules())
-        _structured_once(trial, cfg, r, inputs, [mods[n] for n in ignored_names], train)
+        _structured_once(
+            trial, cfg, r, inputs, [mods[n] for n in ignored_names], train, cfg.head_ratio
+        )
         return 1.0 - measure(trial, inputs) / base
 
     lo, hi = 0.0, min(0.8, cfg.max_layer_ratio)
@@ -556,12 +672,20 @@ def _structured(
         ratio, achieved = _search_ratio(model, cfg, inputs, ignored_names, ctx.train, goal)
     teacher = ctx.teacher if ctx.teacher is not None else original
     train_reports = []
+    heads_before = {a.name: a.heads for a in _attention(model)}
+
+    def step_share(r: float, step: int) -> float:
+        # Torch-Pruning's ratio is relative to the original width: prune towards step/steps of
+        # it. Each step removes its share of the *original* width from what is left.
+        return 1 - (1 - r * step / cfg.steps) / (1 - r * (step - 1) / cfg.steps)
+
     for step in range(1, cfg.steps + 1):
-        # Torch-Pruning's ratio is relative to the original width: prune towards step/steps of it.
-        # Each step removes its share of the *original* width from what is left.
-        step_rel = 1 - (1 - ratio * step / cfg.steps) / (1 - ratio * (step - 1) / cfg.steps)
+        step_rel = step_share(ratio, step)
+        head_rel = None if cfg.head_ratio is None else step_share(cfg.head_ratio, step)
         mods = dict(model.named_modules())
-        _structured_once(model, cfg, step_rel, inputs, [mods[n] for n in ignored_names], ctx.train)
+        _structured_once(
+            model, cfg, step_rel, inputs, [mods[n] for n in ignored_names], ctx.train, head_rel
+        )
         if cfg.recover is not None:
             if ctx.train is None:
                 raise DataError(
@@ -603,6 +727,11 @@ def _structured(
         "round_to": cfg.round_to,
         "steps": cfg.steps,
     }
+    if heads_before:
+        after_heads = {a.name: a.heads for a in _attention(model)}
+        report["heads"] = {n: [heads_before[n], after_heads.get(n, 0)] for n in heads_before}
+        report["head_ratio"] = round(ratio if cfg.head_ratio is None else cfg.head_ratio, 4)
+        report["kept_hidden_width"] = True
     if achieved is not None:
         report[f"target_{cfg.target.value}_reduction"] = {
             "goal": goal,
@@ -618,6 +747,8 @@ def apply_prune(module: nn.Module, config: PruneConfig, ctx: PassContext) -> Pas
     from torchslim.passes.base import PassResult
 
     first, last = _first_last(module, ctx.inputs())
+    if config.method == PruneMethod.STRUCTURED and _attention(module):
+        first = None  # a transformer keeps its hidden width, so its first layer is not special
     protected = {n for n in (first, last) if n} if config.protect_first_last else set()
     if config.method == PruneMethod.STRUCTURED and last:
         protected.add(last)  # the model's outputs (e.g. classes) must keep their width

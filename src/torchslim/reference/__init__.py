@@ -72,7 +72,12 @@ def load_reference_data(name: str, opts: Mapping[str, str]) -> DataSet:
         from torchslim.reference import text
 
         return text.load_lee50(int(opts.get("seq_len", 128)))
+    if name == "text_background":
+        from torchslim.reference import text
+
+        return text.load_background(opts)
     raise DataError(
         f"No bundled data set '{name}'.",
-        "Available: torchslim:fashion_mnist, torchslim:text_polarity, torchslim:text_lee50.",
+        "Available: torchslim:fashion_mnist, torchslim:text_polarity, torchslim:text_lee50, "
+        "torchslim:text_background.",
     )

@@ -21,6 +21,9 @@ Data (all shipped inside ``gensim``, no download):
 * ``torchslim:text_polarity`` (:func:`load_polarity`): the 200 movie-review sentences of
   ``pang_lee_polarity.cor`` (100 negative = label 0, 100 positive = label 1), tokenised to a fixed
   length (``?seq_len=128``).
+* ``torchslim:text_background`` (:func:`load_background`): about 2,600 unlabelled English news
+  sentences from ``lee_background.cor``, for distillation and calibration (sentences that also
+  occur in the evaluation texts are left out).
 * :func:`load_lee50`: the 50 news documents of ``lee.cor`` with the human similarity ratings of
   ``similarities0-1.txt`` (Lee, Pincombe & Welsh, 2005).
 
@@ -69,6 +72,7 @@ __all__ = [
     "embed_dataset",
     "hf_head",
     "lee50_pearson",
+    "load_background",
     "load_hf_encoder",
     "load_hf_model",
     "load_lee50",
@@ -77,6 +81,7 @@ __all__ = [
     "load_polarity",
     "minilm_dir",
     "polarity_accuracy",
+    "read_background",
     "read_polarity",
     "tokenize",
 ]
@@ -794,6 +799,66 @@ def load_polarity(opts: Mapping[str, str] | None = None) -> DataSet:
         torch.tensor(labels, dtype=torch.int64),
         num_classes=2,
         class_names=list(POLARITY_CLASSES),
+        input_names=("input_ids", "attention_mask"),
+        extra={"sentences": sentences},
+    )
+
+
+def read_background() -> list[str]:
+    """The unlabelled sentences of gensim's ``lee_background.cor`` (314 news articles, latin-1).
+
+    Articles are split into sentences at ``.``/``!``/``?`` followed by a space; sentences of fewer
+    than four words are dropped, and so is any sentence that also occurs in the evaluation texts
+    (``lee.cor`` and ``pang_lee_polarity.cor``), so training on these never sees the test set.
+
+    Raises:
+        DataError: gensim is missing.
+    """
+    import re
+
+    held_out: set[str] = set()
+    for name in ("lee.cor", "pang_lee_polarity.cor"):
+        for line in _gensim_file(name).read_text(encoding="latin-1").splitlines():
+            held_out.update(
+                s.strip().lower() for s in re.split(r"(?<=[.!?])\s+", line) if s.strip()
+            )
+    out: list[str] = []
+    text = _gensim_file("lee_background.cor").read_text(encoding="latin-1")
+    for line in text.splitlines():
+        for sent in re.split(r"(?<=[.!?])\s+", line.strip()):
+            sent = sent.strip()
+            if len(sent.split()) >= 4 and sent.lower() not in held_out:
+                out.append(sent)
+    return out
+
+
+def load_background(opts: Mapping[str, str] | None = None) -> DataSet:
+    """``torchslim:text_background``: unlabelled news sentences, tokenised for MiniLM.
+
+    For distilling a pruned or quantised text encoder from the original (the teacher's outputs
+    are the targets) and for calibration; kept apart from the evaluation sets.
+
+    Args:
+        opts: Source options; ``seq_len`` (default 128) sets the padded/truncated length (the
+            sentences average ~30 tokens, so ``seq_len=64`` trains about twice as fast and
+            truncates almost none).
+
+    Returns:
+        Inputs ``(input_ids, attention_mask)`` int64 ``(N, seq_len)`` (N ≈ 2,600), no labels;
+        ``extra["sentences"]`` the raw texts.
+
+    Raises:
+        DataError: The text extra is not installed or the options are invalid.
+    """
+    from torchslim.data import DataSet
+
+    seq_len = _seq_len_opt(opts or {}, _DEFAULT_SEQ_LEN)
+    sentences = read_background()
+    ids, mask = tokenize(sentences, seq_len)
+    return DataSet(
+        "torchslim:text_background",
+        (ids, mask),
+        None,
         input_names=("input_ids", "attention_mask"),
         extra={"sentences": sentences},
     )
