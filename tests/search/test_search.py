@@ -534,3 +534,20 @@ def test_edge_preset_builds_executorch_programs_float_and_int8() -> None:
         if r.runtime.quantize == EdgeQuantize.INT8:
             assert r.runtime.calib == base.data.calib and r.runtime.max_batch == 1
     assert len({engine._key(r) for r in recipes}) == len(recipes)
+
+
+def test_text_preset_recovers_with_the_transformer_learning_rate() -> None:
+    space = PRESETS["text"]
+    recipes = [space.recipe(c, Recipe()) for c in _choices(space)]
+    distills = [
+        d
+        for r in recipes
+        if r is not None
+        for s in r.steps
+        for d in ([s.recover] if type(s).__name__ == "PruneConfig" else [s])
+        if type(d).__name__ == "DistillConfig"
+    ]
+    assert distills and {(d.lr, d.batch_size, d.method.value) for d in distills} == {
+        (1e-4, 32, "kd")
+    }
+    assert {type(r.runtime).__name__ for r in recipes if r is not None} == {"OpenVINOConfig"}

@@ -570,6 +570,14 @@ def optimize(
             "recovery.",
             "Give --train DATA, or use --preset fast (no retraining).",
         )
+    if retrains and train is not None and "finetune" in sp.recoveries:
+        from dataclasses import replace as _replace
+
+        if not load_data(train, input_spec=spec).has_labels:  # label-only recovery cannot run
+            say("Training data has no labels: recovery by distillation only")
+            sp = _replace(
+                sp, recoveries=tuple(r for r in sp.recoveries if r != "finetune") or ("kd",)
+            )
     if calib is None and any(q.startswith("static") for q in sp.quantize):
         raise TorchslimError(
             "This search space has static quantization, which needs calibration data.",

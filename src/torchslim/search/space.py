@@ -57,6 +57,9 @@ class SearchSpace:
             where it saves FLOPs) or ``depthwise`` (depthwise-separable swap of KxK convs); each
             followed by the same recovery choice as pruning.
         lowrank_energy: Spectrum energy kept by ``lowrank``.
+        recovery_lr: Peak learning rate of every recovery (``None``: the trainer's default,
+            1e-3; 1e-4 suits pretrained transformers).
+        recovery_batch_size: Batch size of every recovery (``None``: the trainer's, 128).
         quantize: ``none`` or ``method/backend`` (``static/openvino``, ``static/onnxruntime``,
             ``dynamic/onnxruntime``, ``dynamic/torch``).
         runtimes: Runtimes for float models (quantized ones run in their backend's runtime).
@@ -78,6 +81,8 @@ class SearchSpace:
     promote_within_points: float = 3.0
     factorize: tuple[str, ...] = ("none",)
     lowrank_energy: float = 0.9
+    recovery_lr: float | None = None
+    recovery_batch_size: int | None = None
     quantize: tuple[str, ...] = ("none", "static/openvino", "static/onnxruntime", "dynamic/torch")
     runtimes: tuple[str, ...] = ("openvino", "onnxruntime")
     precisions: tuple[str, ...] = ("f32", "bf16")
@@ -113,6 +118,15 @@ class SearchSpace:
                 f"({self.recovery_epochs}).",
                 "E.g. short_recovery_epochs: 0.25 with recovery_epochs: 1, or leave it out.",
             )
+
+    def _training(self) -> dict[str, Any]:
+        """Recovery settings the space overrides (learning rate, batch size)."""
+        out: dict[str, Any] = {}
+        if self.recovery_lr is not None:
+            out["lr"] = self.recovery_lr
+        if self.recovery_batch_size is not None:
+            out["batch_size"] = self.recovery_batch_size
+        return out
 
     def dimensions(self) -> dict[str, list[Any]]:
         """The categorical choices per dimension (what a sampler draws from)."""
@@ -157,7 +171,10 @@ class SearchSpace:
             from torchslim.passes.compress import DepthwiseConfig, LowRankConfig
 
             recover = DistillConfig(
-                method=DistillMethod(choice.recover), epochs=self.recovery_epochs, seed=base.seed
+                method=DistillMethod(choice.recover),
+                epochs=self.recovery_epochs,
+                seed=base.seed,
+                **self._training(),
             )
             steps.append(
                 LowRankConfig(energy=self.lowrank_energy, recover=recover)
@@ -168,7 +185,9 @@ class SearchSpace:
             recovery = DistillMethod(choice.recover)
             short = self.short_recovery_epochs
             first = self.recovery_epochs if short is None else short
-            recover = DistillConfig(method=recovery, epochs=first, seed=base.seed)
+            recover = DistillConfig(
+                method=recovery, epochs=first, seed=base.seed, **self._training()
+            )
             steps.append(
                 PruneConfig(
                     ratio=choice.prune,
@@ -179,7 +198,9 @@ class SearchSpace:
             )
             if short is not None:  # the rest of the recovery, for promoted levels only
                 rest = round(self.recovery_epochs - short, 6)
-                steps.append(DistillConfig(method=recovery, epochs=rest, seed=base.seed))
+                steps.append(
+                    DistillConfig(method=recovery, epochs=rest, seed=base.seed, **self._training())
+                )
                 if recovery == DistillMethod.KD:
                     teacher = base.data.teacher  # the original, not the short-recovered model
         elif choice.recover != dims["recover"][0]:
@@ -286,6 +307,22 @@ PRESETS: dict[str, SearchSpace] = {
 }
 
 
+PRESETS["text"] = SearchSpace(
+    prune_ratios=(0.0, 0.3, 0.4, 0.5),
+    recoveries=("kd",),
+    recovery_epochs=1.0,
+    short_recovery_epochs=0.25,
+    recovery_lr=1e-4,
+    recovery_batch_size=32,
+    quantize=("none", "static/openvino"),
+    runtimes=("openvino",),
+    precisions=("f32",),
+    shapes=("dynamic",),
+)
+"""Sentence encoders (BERT-style, e.g. ``torchslim:minilm``): attention heads and FFN width
+pruned together, recovered by embedding distillation (give ``--train
+'torchslim:text_background?seq_len=64'``), then OpenVINO INT8."""
+
 PRESETS["edge"] = SearchSpace(
     prune_ratios=(0.0, 0.3, 0.5),
     recovery_epochs=1.0,
@@ -301,7 +338,7 @@ batch 1 and ``--max-size-mb`` to optimise for a phone or an embedded board."""
 
 
 def load_space(preset_or_path: str) -> SearchSpace:
-    """A preset name (``fast``, ``balanced``, ``thorough``, ``edge``) or a YAML file of
+    """A preset name (``fast``, ``balanced``, ``thorough``, ``text``, ``edge``) or a YAML file of
     :class:`SearchSpace` fields (``yaml.safe_load``; unknown fields are refused)."""
     if preset_or_path in PRESETS:
         return PRESETS[preset_or_path]
