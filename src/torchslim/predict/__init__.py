@@ -548,6 +548,14 @@ def _loader(source: Any, spans: list[tuple[int, int]], plan: LoaderPlan, workers
     if not kw["num_workers"]:
         kw.pop("prefetch_factor", None)
         kw.pop("persistent_workers", None)
+    if kw["num_workers"]:
+        # Not fork: the runtimes (OpenVINO, ONNX Runtime, torch's OpenMP) own thread pools, and a
+        # child forked from a multi-threaded process can crash in them. forkserver children
+        # start from a clean single-threaded server instead.
+        import multiprocessing as mp
+
+        if "forkserver" in mp.get_all_start_methods():
+            kw["multiprocessing_context"] = "forkserver"
     return DataLoader(
         _Batches(source, spans),  # type: ignore[arg-type]  # a map-style dataset, duck-typed
         batch_size=None,
