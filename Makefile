@@ -22,8 +22,9 @@ test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/ruff format --check src tests benchmarks scripts
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q -m "not executorch and not ray"
+	$(BIN)/python -m pytest -q -m "not executorch and not ray and not predict"
 	$(BIN)/python -m pytest -q -m executorch
+	$(BIN)/python -m pytest -q -m predict
 	$(BIN)/python -m pytest -q -m ray
 
 ## test-fast: the suite without tests marked slow
