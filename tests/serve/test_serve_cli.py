@@ -9,12 +9,13 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from _client import Reply, predict_json, request
+from _client import Reply, logits, predict_json, request
 from typer.testing import CliRunner
 
 from torchslim.cli.main import app
@@ -112,3 +113,74 @@ def test_sigterm_drains_accepted_requests_and_exits_cleanly(
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+def _read_json_object(stream: Any) -> dict[str, Any]:
+    lines = [stream.readline()]
+    while lines[-1] not in ("}\n", ""):  # one indented JSON object, printed once listening
+        lines.append(stream.readline())
+    return dict(json.loads("".join(lines)))
+
+
+@pytest.mark.slow
+def test_workers_share_one_port_answer_correctly_and_all_drain_on_sigterm(
+    artifacts: dict[str, Path],
+    images: np.ndarray,
+    direct: Any,
+) -> None:
+    cmd = [sys.executable, "-m", "torchslim.cli.main", "serve", str(artifacts["ort"])]
+    cmd += ["--port", "0", "--workers", "2", "--max-batch", "1", "--json"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        info = _read_json_object(proc.stdout)
+        url, pids = info["url"], info["pids"]
+        assert info["workers"] == 2 and len(set(pids)) == 2 and proc.pid not in pids
+        seen: dict[str, int] = {}
+        deadline = time.monotonic() + 90
+        lock = threading.Lock()
+        wrong: list[tuple[int, bytes]] = []
+
+        def client(i: int) -> None:
+            k = i
+            while len(seen) < 2 and time.monotonic() < deadline:
+                x = images[k % len(images)][None]
+                reply = predict_json(url, x, timeout=30)
+                k += 4
+                if reply.status == 503:  # a worker still warming up
+                    continue
+                ok = reply.status == 200 and np.allclose(
+                    logits(reply).ravel(), direct(x).ravel(), rtol=1e-4, atol=1e-4
+                )
+                with lock:
+                    if not ok:  # asserted in the main thread, where a failure fails the test
+                        wrong.append((reply.status, reply.body[:200]))
+                        return
+                    worker = reply.headers["x-torchslim-worker"]
+                    seen[worker] = seen.get(worker, 0) + 1
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert not wrong, wrong  # each answer was the model's own for that input
+        # every answer came from one of the supervised workers, and both took connections
+        assert set(seen) == {str(p) for p in pids}, (seen, pids)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+        for pid in pids:  # no worker outlives the supervisor
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+        assert proc.stderr is not None and "Traceback" not in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def test_workers_option_is_checked() -> None:
+    res = runner.invoke(app, ["serve", "x", "--workers", "0", "--json"])
+    assert res.exit_code == 2
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert "--workers" in out["error"]

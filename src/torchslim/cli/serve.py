@@ -45,9 +45,13 @@ Endpoints:
   GET  /v1/compare   GET /v1/stats   GET /metrics
 
 \b
+Processes: --workers N starts N server processes on one port (the kernel hands each connection to one of them); each loads the model, batches and counts on its own, so /metrics, /v1/stats and /v1/compare describe the process that answered (the X-Torchslim-Worker header names it). One process usually keeps 2 cores busy with a batched model; add workers when HTTP work (parsing, encoding) is the bottleneck.
+
+\b
 Examples:
   torchslim export torchslim:fashion_cnn --runtime openvino --out out/cnn-ov
   torchslim serve out/cnn-ov --port 8000
+  torchslim serve out/cnn-ov --workers 2 --host 0.0.0.0 --api-key $TOKEN
   curl -s localhost:8000/v1/predict -H 'Content-Type: application/json' -d @image.json
   curl -s localhost:8000/v1/predict -F file=@shoe.png
   torchslim serve out/cnn-ov --find-batch-size --p99-target-ms 20
@@ -115,6 +119,12 @@ def serve_command(
     shadow: str | None = typer.Option(
         None, "--shadow", help="A second artifact mirrored every request; compared, never returned."
     ),
+    workers: int = typer.Option(
+        1,
+        "--workers",
+        "-w",
+        help="Server processes sharing the port, each with its own model, batcher and metrics.",
+    ),
     find_batch: bool = typer.Option(
         False,
         "--find-batch-size",
@@ -148,6 +158,7 @@ def serve_command(
         split=parse_split(split),
         shadow=shadow,
         verify=not no_verify,
+        workers=workers,
     )
     from torchslim.serve.batcher import BatchPolicy
 
@@ -214,25 +225,16 @@ def _serve(config: Any, json_out: bool) -> None:
             highlight=False,
         )
 
-    def started(server: Any, port: int) -> None:
-        url = f"http://{config.host}:{port}"
-        info = {
-            "url": url,
-            "model": server.name,
-            "variants": {k: str(v.model.path) for k, v in server.variants.items()},
-            "infer": f"{url}/v2/models/{server.name}/infer",
-            "predict": f"{url}/v1/predict",
-            "metrics": f"{url}/metrics",
-            "batching": server.variants["primary"].batcher.policy.mode,
-            "auth": config.api_key is not None,
-        }
+    def started(info: dict[str, Any]) -> None:
         if json_out:
             emit_json(info)
             return
+        url = info["url"]
+        workers = f", {config.workers} worker processes" if config.workers > 1 else ""
         err.print(
-            f"[bold]Serving[/bold] {server.name} ({server.variants['primary'].model.runtime}) at {url} — "
-            f"batching {info['batching']}, max batch {config.max_batch}; warming up, then "
-            f"{url}/v2/health/ready answers 200. Ctrl-C drains and stops.",
+            f"[bold]Serving[/bold] {info['model']} ({info['runtime']}) at {url} — "
+            f"batching {info['batching']}, max batch {config.max_batch}{workers}; warming up, "
+            f"then {url}/v2/health/ready answers 200. Ctrl-C drains and stops.",
             highlight=False,
         )
         sys.stderr.flush()

@@ -29,6 +29,7 @@ import hmac
 import io
 import json
 import math
+import os
 import threading
 import time
 import zlib
@@ -129,6 +130,32 @@ class InferenceServer:
     # --------------------------------------------------------------------------------------------
     # Variants and life cycle
     # --------------------------------------------------------------------------------------------
+
+    def describe(self, host: str, port: int) -> dict[str, Any]:
+        """What the server is and where to reach it (printed once it listens)."""
+        url = f"http://{host}:{port}"
+        return {
+            "url": url,
+            "model": self.name,
+            "runtime": self.variants["primary"].model.runtime,
+            "variants": {k: str(v.model.path) for k, v in self.variants.items()},
+            "infer": f"{url}/v2/models/{self.name}/infer",
+            "predict": f"{url}/v1/predict",
+            "metrics": f"{url}/metrics",
+            "batching": self.variants["primary"].batcher.policy.mode,
+            "max_batch": self.config.max_batch,
+            "auth": self.config.api_key is not None,
+            "workers": self.config.workers,
+        }
+
+    @staticmethod
+    def _answer_headers(variant: str, hit: bool) -> dict[str, str]:
+        # the worker's pid: with --workers N, which process answered (its /metrics are its own)
+        return {
+            "X-Torchslim-Variant": variant,
+            "X-Torchslim-Cache": "hit" if hit else "miss",
+            "X-Torchslim-Worker": str(os.getpid()),
+        }
 
     def _add(self, role: str, path: str, name: str | None) -> None:
         cfg = self.config
@@ -527,7 +554,7 @@ class InferenceServer:
             req.binary_outputs,
             {"variant": v.name, "cached": hit},
         )
-        headers = {"X-Torchslim-Variant": v.name, "X-Torchslim-Cache": "hit" if hit else "miss"}
+        headers = self._answer_headers(v.name, hit)
         if json_len is not None:
             headers[HEADER_LENGTH] = str(json_len)
             return Response(data, media_type="application/octet-stream", headers=headers), v.name
@@ -578,7 +605,7 @@ class InferenceServer:
         first = outputs[0]
         if v.model.task == "classification" and first.ndim == 2 and first.shape[1] > 1:
             result["predictions"] = first.argmax(axis=1).tolist()
-        headers = {"X-Torchslim-Variant": v.name, "X-Torchslim-Cache": "hit" if hit else "miss"}
+        headers = self._answer_headers(v.name, hit)
         return self._json(result, headers=headers), v.name
 
     @staticmethod

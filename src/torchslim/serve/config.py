@@ -39,6 +39,9 @@ class ServeConfig:
             built for).
         verify: Check the artifacts' file hashes before loading them.
         warmup_repeats: Timed calls per batch size during warm-up.
+        workers: Server processes sharing the port, each with its own model, batcher, cache and
+            metrics (1: one process). Use more when one process cannot keep the cores busy
+            (HTTP parsing and encoding run on one core per process).
     """
 
     artifact: str
@@ -60,6 +63,7 @@ class ServeConfig:
     preferred_batch_sizes: tuple[int, ...] | None = None
     verify: bool = True
     warmup_repeats: int = 5
+    workers: int = 1
 
     def __post_init__(self) -> None:
         if not (0 <= self.port <= 65535):
@@ -73,6 +77,11 @@ class ServeConfig:
             raise TorchslimError("--max-body-mb must be above 0.", "Give e.g. --max-body-mb 16.")
         if self.cache_size < 0:
             raise TorchslimError("--cache-size must be 0 or more.", "Give e.g. --cache-size 1024.")
+        if not (1 <= self.workers <= 64):
+            raise TorchslimError(
+                f"--workers must be between 1 and 64, got {self.workers}.",
+                "Give e.g. --workers 2 (about one per free core).",
+            )
         if self.canary and self.shadow:
             raise TorchslimError(
                 "--canary and --shadow cannot be used together.",

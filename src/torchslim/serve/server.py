@@ -8,8 +8,15 @@ workers stop. No accepted request is dropped; the wait is bounded by the request
 
 from __future__ import annotations
 
+import contextlib
+import os
+import queue
+import signal
+import socket
+import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from torchslim.errors import TorchslimError
@@ -34,25 +41,152 @@ def _uvicorn_config(server: InferenceServer, host: str, port: int) -> Any:
     )
 
 
-def serve(config: ServeConfig, *, on_started: Any = None) -> None:
+def serve(
+    config: ServeConfig, *, on_started: Callable[[dict[str, Any]], None] | None = None
+) -> None:
     """Serve ``config.artifact`` in the foreground until SIGTERM/SIGINT, then drain and return.
+
+    With ``config.workers`` above 1 this process binds the port and supervises that many server
+    processes sharing it (each loads the model and batches on its own); a signal is passed on to
+    every worker, each drains, and this returns once all have exited. A worker that dies is
+    restarted, at most :data:`MAX_RESTARTS` times.
 
     Args:
         config: The settings.
-        on_started: Called with the :class:`InferenceServer` and the bound port once listening.
+        on_started: Called once listening with :meth:`InferenceServer.describe`'s dict (with
+            ``workers`` > 1: the first worker's, plus ``pids``).
 
     Raises:
-        TorchslimError: An artifact cannot be loaded, or the port cannot be bound.
+        TorchslimError: An artifact cannot be loaded, the port cannot be bound, or workers kept
+            dying.
     """
+    if config.workers > 1:
+        _serve_workers(config, on_started)
+        return
     server = InferenceServer(config)
     uv = _drain_then_exit_server()(_uvicorn_config(server, config.host, config.port))
     if on_started is not None:
-        _notify_when_started(uv, server, on_started)
+        _notify_when_started(uv, server, config.host, on_started)
     uv.run()
     if not uv.started:
         raise TorchslimError(
             f"Could not listen on {config.host}:{config.port}.",
             "Is another process using the port? Give another --port.",
+        )
+
+
+MAX_RESTARTS = 5
+"""How many times, in all, dead workers are restarted before the server gives up."""
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise TorchslimError(
+            f"Could not listen on {host}:{port}: {exc.strerror or exc}.",
+            "Is another process using the port? Give another --port.",
+        ) from None
+    sock.listen(2048)  # connections that arrive while workers warm up wait in the backlog
+    sock.set_inheritable(True)
+    return sock
+
+
+def _worker_main(config: ServeConfig, sock: socket.socket, started: Any) -> None:
+    """One server process of several: its own model and batcher on the shared socket."""
+    os.setpgrp()  # a terminal's Ctrl-C reaches the supervisor only; it passes SIGTERM on once
+    try:
+        server = InferenceServer(config)
+    except TorchslimError as exc:
+        started.put({"error": str(exc), "pid": os.getpid()})
+        raise SystemExit(3) from None
+    uv = _drain_then_exit_server()(_uvicorn_config(server, config.host, config.port))
+    port = int(sock.getsockname()[1])
+    _notify_when_started(
+        uv, server, config.host, lambda info: started.put(info | {"port": port, "pid": os.getpid()})
+    )
+    uv.run(sockets=[sock])
+
+
+def _serve_workers(
+    config: ServeConfig, on_started: Callable[[dict[str, Any]], None] | None
+) -> None:
+    import multiprocessing as mp
+
+    sock = _bind(config.host, config.port)
+    port = int(sock.getsockname()[1])
+    ctx = mp.get_context("spawn")  # a clean interpreter per worker: no forked thread pools
+    started = ctx.Queue()
+    stopping = threading.Event()
+
+    def start(i: int) -> Any:
+        proc = ctx.Process(
+            target=_worker_main, args=(config, sock, started), name=f"torchslim-serve-{i}"
+        )
+        proc.start()
+        return proc
+
+    procs = [start(i) for i in range(config.workers)]
+
+    def forward(sig: int, frame: Any) -> None:
+        stopping.set()
+        for p in procs:
+            if p.is_alive() and p.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p.pid, signal.SIGTERM)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    restarts = 0
+    reported = False
+    try:
+        while True:
+            with contextlib.suppress(queue.Empty):
+                info = started.get(timeout=0.2)
+                if "error" in info and not reported:
+                    stopping.set()
+                    forward(signal.SIGTERM, None)
+                    raise TorchslimError(info["error"], "Fix the artifact, then start again.")
+                if not reported and on_started is not None:
+                    pids = [p.pid for p in procs]
+                    on_started(info | {"url": f"http://{config.host}:{port}", "pids": pids})
+                reported = True
+            if all(not p.is_alive() for p in procs) and (
+                stopping.is_set() or restarts > MAX_RESTARTS
+            ):
+                break
+            if stopping.is_set():
+                continue
+            for i, p in enumerate(procs):
+                if not p.is_alive():
+                    restarts += 1
+                    if restarts > MAX_RESTARTS:
+                        forward(signal.SIGTERM, None)
+                        raise TorchslimError(
+                            f"Server workers died {restarts} times (last exit code {p.exitcode}).",
+                            "Run with --workers 1 to see the error.",
+                        )
+                    print(
+                        f"warning: worker {p.pid} exited with code {p.exitcode}; restarting it",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    procs[i] = start(i)
+    finally:
+        for p in procs:
+            p.join(config.timeout_ms / 1e3 + 30)
+            if p.is_alive():
+                p.kill()
+        for s, h in previous.items():
+            signal.signal(s, h)
+        sock.close()
+    codes = [p.exitcode for p in procs]
+    if any(c not in (0, None) for c in codes):
+        raise TorchslimError(
+            f"A server worker did not exit cleanly (exit codes {codes}).", "See the log above."
         )
 
 
@@ -71,12 +205,14 @@ def _drain_then_exit_server() -> Any:
     return DrainingServer
 
 
-def _notify_when_started(uv: Any, server: InferenceServer, callback: Any) -> None:
+def _notify_when_started(
+    uv: Any, server: InferenceServer, host: str, callback: Callable[[dict[str, Any]], None]
+) -> None:
     def watch() -> None:
         while not uv.started and not uv.should_exit:
             time.sleep(0.02)
         if uv.started:
-            callback(server, _bound_port(uv))
+            callback(server.describe(host, _bound_port(uv)))
 
     threading.Thread(target=watch, daemon=True).start()
 
