@@ -115,17 +115,30 @@ def _optimize_row(spec: Any, args: argparse.Namespace, workdir: Path) -> tuple[A
     row = bq.Row("torchslim optimize (its pick)", "torchslim", "search")
     start = time.perf_counter()
     text = spec.kind == "text"
+    synthetic = spec.kind == "synthetic"
+    data: dict[str, Any]
+    if synthetic:  # random weights: fidelity only, no retraining (the "fast" space)
+        data = {"calib": spec.calib, "eval": spec.eval, "train": None, "space": "fast"}
+    elif text:
+        data = {
+            "calib": "torchslim:text_background?limit=300",
+            "eval": "torchslim:text_polarity",
+            "train": TEXT_TRAIN,
+            "space": text_space(args.text_ratios, args.epochs),
+        }
+    else:
+        data = {
+            "calib": "torchslim:fashion_mnist?split=train&limit=512",
+            "eval": "torchslim:fashion_mnist",
+            "train": "torchslim:fashion_mnist?split=train",
+            "space": args.preset,
+        }
     res = optimize(
         spec.source,
-        calib="torchslim:text_background?limit=300"
-        if text
-        else "torchslim:fashion_mnist?split=train&limit=512",
-        eval="torchslim:text_polarity" if text else "torchslim:fashion_mnist",
-        train=TEXT_TRAIN if text else "torchslim:fashion_mnist?split=train",
-        space=text_space(args.text_ratios, args.epochs) if text else args.preset,
+        **data,
         max_drop=1.0,
         batch_sizes=_batches(spec.key),
-        time_budget_s=args.time_budget,
+        time_budget_s=args.fidelity_budget if synthetic else args.time_budget,
         out=workdir / f"opt-{spec.key}",
         threads=args.threads,
         progress=lambda m: print(f"  [{spec.key}] {m}", flush=True),
@@ -152,8 +165,9 @@ def run_model(key: str, args: argparse.Namespace, workdir: Path) -> dict[str, An
         lambda: _direct_dynamic_row(spec),
         lambda: bq.peer_ort_row(spec),
         lambda: bq.peer_ov_row(spec),
-        lambda: _prune_row(spec, args.epochs),
     ]
+    if spec.kind != "synthetic":  # random weights have nothing to recover on
+        builders.append(lambda: _prune_row(spec, args.epochs))
     rows = []
     for build in builders:
         try:
@@ -179,6 +193,7 @@ def run_model(key: str, args: argparse.Namespace, workdir: Path) -> dict[str, An
         }
     return {
         "model": key,
+        "kind": spec.kind,
         "batches": list(batches),
         "baseline": scorer.baseline(),
         "rows": [r.to_dict() for r in rows],
@@ -212,10 +227,13 @@ def markdown(results: dict[str, Any], meta: dict[str, Any]) -> str:
         "",
     ]
     for key, res in results.items():
-        base = res["baseline"]["metric"]
+        fidelity_only = res.get("kind") == "synthetic"
+        base = 1.0 if fidelity_only else res["baseline"]["metric"]
         s = res["search"]
         b1, bn = (str(b) for b in res.get("batches", (1, 64)))
         metric = "polarity" if key == "minilm" else "top-1"
+        if fidelity_only:  # random weights: top-1 agreement with FP32 on held-out inputs
+            metric = "top-1 agreement"
         lines += [
             f"### {key} (baseline {metric} {fmt(100 * base, '.2f')}%; search: {s['candidates']} "
             f"candidates, {fmt(s['seconds'], '.0f')} s, {s['stopped']})",
@@ -229,7 +247,7 @@ def markdown(results: dict[str, Any], meta: dict[str, Any]) -> str:
             if r.get("error"):
                 lines.append(f"| {r['name']} | — | — | — | — | — | — | — | error: {r['error']} |")
                 continue
-            acc = sc.get("metric")
+            acc = sc.get("agreement", 1.0) if fidelity_only else sc.get("metric")
             drop = None if acc is None else 100 * (base - acc)
             lines.append(
                 f"| {r['name']} | {fmt(None if acc is None else 100 * acc, '.2f')} | "
@@ -241,11 +259,22 @@ def markdown(results: dict[str, Any], meta: dict[str, Any]) -> str:
             )
         r1, r64 = _ratio(res["rows"], pick, ov, b1), _ratio(res["rows"], pick, ov, bn)
         t1, tn = TARGETS.get(key, (1.5, 2.5))
+        if fidelity_only:  # the issue's bar there: never slower than the best single technique
+            t1 = 1.0
+            tn = 1.0
+        by = {r["name"]: r for r in res["rows"]}
+        pick_sc = by.get(pick, {}).get("scores", {})
+        pick_acc = pick_sc.get("agreement", 1.0) if fidelity_only else pick_sc.get("metric")
+        # re-scored here, on the artifact re-loaded from disk: the search's own figure is not taken
+        pick_drop = None if pick_acc is None else 100 * (base - pick_acc)
+        fast = bool(r1 and r64 and r1 >= t1 and r64 >= tn)
+        within = pick_drop is not None and pick_drop <= 1.0
         verdict = (
             "target met"
-            if r1 and r64 and r1 >= t1 and r64 >= tn
+            if fast and within
             else f"**gap**: {fmt(r1, '.2f')}× at batch {b1} (target {t1}), {fmt(r64, '.2f')}× at "
-            f"batch {bn} (target {tn})"
+            f"batch {bn} (target {tn}), drop {fmt(pick_drop, '+.2f')} points re-scored on the "
+            "artifact (budget 1)"
         )
         lines += ["", f"Verdict: {verdict}.", ""]
     return "\n".join(lines)
@@ -255,6 +284,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--time-budget", type=float, default=1200.0, help="seconds per search")
+    ap.add_argument(
+        "--fidelity-budget",
+        type=float,
+        default=300.0,
+        help="seconds per search for the random-weight torchvision models (fast space)",
+    )
+    ap.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the other models' results from benchmarks/results/optimize.json",
+    )
     ap.add_argument("--preset", default="balanced")
     ap.add_argument("--epochs", type=float, default=1.0, help="recovery epochs (pruning alone)")
     ap.add_argument("--threads", type=int, default=2)
@@ -280,6 +320,9 @@ def main() -> None:
             print(f"== {key}", flush=True)
             results[key] = run_model(key, args, Path(tmp))
     meta = bq._meta(args.threads) | {"when": time.strftime("%Y-%m-%d")}
+    previous = Path(__file__).resolve().parent / "results" / "optimize.json"
+    if args.merge and previous.exists():  # models measured in an earlier run keep their rows
+        results = json.loads(previous.read_text())["results"] | results
     if not (args.smoke or args.no_write):
         save_json("optimize", {"meta": meta, "results": results})
     text = markdown(results, meta)
