@@ -105,10 +105,7 @@ def _worker_main(config: ServeConfig, sock: socket.socket, started: Any) -> None
         started.put({"error": str(exc), "pid": os.getpid()})
         raise SystemExit(3) from None
     uv = _drain_then_exit_server()(_uvicorn_config(server, config.host, config.port))
-    port = int(sock.getsockname()[1])
-    _notify_when_started(
-        uv, server, config.host, lambda info: started.put(info | {"port": port, "pid": os.getpid()})
-    )
+    _notify_when_started(uv, server, config.host, lambda info: started.put(info))
     uv.run(sockets=[sock])
 
 
@@ -118,7 +115,6 @@ def _serve_workers(
     import multiprocessing as mp
 
     sock = _bind(config.host, config.port)
-    port = int(sock.getsockname()[1])
     ctx = mp.get_context("spawn")  # a clean interpreter per worker: no forked thread pools
     started = ctx.Queue()
     stopping = threading.Event()
@@ -152,11 +148,9 @@ def _serve_workers(
                     raise TorchslimError(info["error"], "Fix the artifact, then start again.")
                 if not reported and on_started is not None:
                     pids = [p.pid for p in procs]
-                    on_started(info | {"url": f"http://{config.host}:{port}", "pids": pids})
+                    on_started(info | {"pids": pids})
                 reported = True
-            if all(not p.is_alive() for p in procs) and (
-                stopping.is_set() or restarts > MAX_RESTARTS
-            ):
+            if stopping.is_set() and all(not p.is_alive() for p in procs):
                 break
             if stopping.is_set():
                 continue
