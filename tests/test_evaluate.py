@@ -55,3 +55,48 @@ def test_synthetic_data_never_gives_accuracy() -> None:
     assert base.value is None and base.fidelity_only
     res = ev.evaluate(lambda t: t * 1.01)
     assert res.value is None and res.fidelity is not None and ev.drop(res) is None
+
+
+def _polar(n: int = 200, seed: int = 0) -> tuple[torch.Tensor, DataSet]:
+    """Embeddings whose first dimension carries the label, and a last dimension so large that
+    the arg-max of every row is the same index (what an encoder's embeddings look like to a
+    top-1 scorer: meaningless)."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 2
+    emb = torch.randn(n, 8, generator=g)
+    emb[:, 0] += 3.0 * (2 * y - 1)
+    emb[:, -1] = 50.0
+    ds = DataSet("torchslim:text_polarity", (emb, emb), y, num_classes=2, input_names=("a", "b"))
+    return emb, ds
+
+
+def test_polarity_items_average_to_the_cross_validated_accuracy() -> None:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import RepeatedStratifiedKFold, cross_val_score
+
+    from torchslim.evaluate import embedding_polarity_metric, item_scores, polarity_item_scores
+
+    emb, ds = _polar()
+    emb = emb + 2.5 * torch.randn(emb.shape, generator=torch.Generator().manual_seed(1))
+    items = polarity_item_scores(emb, ds)
+    assert items.shape == (200,) and set(items.unique().tolist()) <= {0, 0.2, 0.4, 0.6, 0.8, 1}
+    cv = RepeatedStratifiedKFold(n_splits=5, n_repeats=5, random_state=0)
+    ref = cross_val_score(LogisticRegression(max_iter=2000), emb.double().numpy(), ds.labels, cv=cv)
+    assert embedding_polarity_metric(emb, ds) == pytest.approx(float(ref.mean()), abs=1e-12)
+    assert 0.6 < float(items.mean()) < 0.95  # noisy enough that items differ
+    same = item_scores(embedding_polarity_metric, emb, ds)
+    assert same is not None and torch.equal(same, items)
+    assert item_scores(lambda o, d: 0.5, emb, ds) is None  # a user's metric cannot be resampled
+
+
+def test_metric_for_scores_encoders_by_their_embeddings_not_argmax() -> None:
+    from torchslim.evaluate import embedding_polarity_metric, metric_for
+
+    emb, ds = _polar()
+    assert metric_for(ds, "embedding") is embedding_polarity_metric
+    assert metric_for(ds, "unknown") is embedding_polarity_metric  # text_polarity: an encoder
+    assert metric_for(ds, "classification") is top1_accuracy  # a classifier's own logits
+    assert metric_for(DataSet("x", (emb,)), "embedding") is None  # no labels: fidelity only
+    assert top1_accuracy(emb, ds) == 0.0  # what arg-max says about these embeddings
+    assert embedding_polarity_metric(emb, ds) > 0.95  # what they are worth
+    assert Evaluator(ds, top1_accuracy).metric_name == "top1"

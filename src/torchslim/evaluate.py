@@ -24,9 +24,13 @@ __all__ = [
     "Fidelity",
     "embedding_polarity_metric",
     "fidelity",
+    "item_scores",
+    "metric_for",
     "paired_bootstrap_drop",
+    "polarity_item_scores",
     "predict",
     "top1_accuracy",
+    "top1_correct",
 ]
 
 Predict = Callable[..., Any]
@@ -95,11 +99,16 @@ def predict(fn: Predict, data: DataSet, batch_size: int = 64) -> Tensor:
     return torch.cat(outs) if outs else torch.zeros(0)
 
 
-def top1_accuracy(outputs: Tensor, data: DataSet) -> float:
-    """Fraction of samples whose arg-max equals the label."""
+def top1_correct(outputs: Tensor, data: DataSet) -> Tensor:
+    """Per-sample 1.0/0.0: does the arg-max equal the label (the items of top-1 accuracy)."""
     if data.labels is None:
         raise ValueError("top-1 accuracy needs labels")
-    return float((outputs.argmax(dim=1) == data.labels).float().mean())
+    return (outputs.argmax(dim=1) == data.labels).double()
+
+
+def top1_accuracy(outputs: Tensor, data: DataSet) -> float:
+    """Fraction of samples whose arg-max equals the label."""
+    return float(top1_correct(outputs, data).mean())
 
 
 def fidelity(reference: Tensor, outputs: Tensor) -> Fidelity:
@@ -185,6 +194,8 @@ class Evaluator:
     ) -> None:
         self.data = data
         self.batch_size = batch_size
+        if metric is top1_accuracy:
+            metric = "top1"
         if callable(metric):
             self._metric: Metric | None = metric
             self.metric_name: str | None = metric_name or getattr(metric, "__name__", "metric")
@@ -229,24 +240,79 @@ class Evaluator:
         )
 
 
+def polarity_item_scores(
+    outputs: Any, data: DataSet, *, folds: int = 5, repeats: int = 5, seed: int = 0
+) -> Tensor:
+    """Per-sentence held-out correctness of a logistic-regression probe on embeddings.
+
+    ``repeats`` differently shuffled stratified ``folds``-fold splits (seed ``seed``); the
+    classifier is refit on each training fold and predicts the held-out one, so every sentence
+    is predicted once per repeat by a probe that never saw it. Its score is the fraction of
+    those predictions that were right; the mean over sentences is the polarity accuracy (with
+    equal folds, exactly the mean of the fold scores of
+    :func:`torchslim.reference.text.polarity_accuracy`). Being per item, it pairs two encoders'
+    scores on the same sentences for :func:`paired_bootstrap_drop`.
+    """
+    import torch
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import RepeatedStratifiedKFold
+
+    if data.labels is None:
+        raise ValueError("polarity accuracy needs labels")
+    x = torch.as_tensor(outputs).double().numpy()
+    y = data.labels.numpy()
+    right = torch.zeros(len(y), dtype=torch.float64)
+    cv = RepeatedStratifiedKFold(n_splits=folds, n_repeats=repeats, random_state=seed)
+    for train_idx, test_idx in cv.split(x, y):
+        probe = LogisticRegression(max_iter=2000).fit(x[train_idx], y[train_idx])
+        hit = probe.predict(x[test_idx]) == y[test_idx]
+        right[torch.as_tensor(test_idx)] += torch.as_tensor(hit, dtype=torch.float64)
+    return right / repeats
+
+
 def embedding_polarity_metric(outputs: Any, data: DataSet) -> float:
     """Polarity accuracy of sentence embeddings (5-fold × 5 logistic regression, seed 0).
 
     The same recipe as :func:`torchslim.reference.text.polarity_accuracy`, computed from
-    already-computed embeddings so it plugs into :class:`~torchslim.evaluate.Evaluator`.
+    already-computed embeddings so it plugs into :class:`~torchslim.evaluate.Evaluator`:
+    the mean of :func:`polarity_item_scores`.
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import RepeatedStratifiedKFold, cross_val_score
-
-    assert data.labels is not None
-    x = outputs.double().numpy()
-    cv = RepeatedStratifiedKFold(n_splits=5, n_repeats=5, random_state=0)
-    return float(
-        cross_val_score(LogisticRegression(max_iter=2000), x, data.labels.numpy(), cv=cv).mean()
-    )
+    return float(polarity_item_scores(outputs, data).mean())
 
 
 embedding_polarity_metric.__name__ = "polarity_accuracy"
+
+_ITEM_SCORES: dict[Any, Callable[[Any, DataSet], Tensor]] = {
+    top1_accuracy: top1_correct,
+    embedding_polarity_metric: polarity_item_scores,
+}
+
+
+def item_scores(metric: Metric, outputs: Any, data: DataSet) -> Tensor | None:
+    """Per-item scores whose mean is ``metric``, for a paired bootstrap of the drop.
+
+    Known for top-1 (:func:`top1_correct`) and polarity accuracy (:func:`polarity_item_scores`);
+    ``None`` for a user's own callable, whose value can be compared but not resampled.
+    """
+    fn = _ITEM_SCORES.get(metric)
+    return None if fn is None else fn(outputs, data)
+
+
+def metric_for(data: DataSet, task: str = "unknown") -> Metric | None:
+    """The task metric a model of ``task`` is judged by on ``data`` (``None``: no labels).
+
+    Top-1 for classifiers; polarity accuracy of the embeddings for sentence encoders on labelled
+    text. A model of unknown task on ``text_polarity`` is taken for a sentence encoder; one that
+    says it is a classifier (an ``hf:`` sequence classifier) is scored on its own logits (top-1).
+    Scoring an encoder's embeddings by arg-max would compare the index of its largest embedding
+    value with the label: a number that means nothing.
+    """
+    if not data.has_labels:
+        return None
+    text = len(data.inputs) == 2 and data.num_classes == 2 and data.name.endswith("text_polarity")
+    if task == "embedding" or (text and task == "unknown"):
+        return embedding_polarity_metric
+    return top1_accuracy
 
 
 def paired_bootstrap_drop(

@@ -138,22 +138,10 @@ def _evaluator(
             xs = spec.example_inputs(batch_size=64, seed=seed)
             ds = DataSet("synthetic (fidelity only)", xs, None, synthetic=True)
     else:
-        metric = data.metric if data.metric is not None else _metric_for(ds, task)
+        from torchslim.evaluate import metric_for
+
+        metric = data.metric if data.metric is not None else (metric_for(ds, task) or "top1")
     return Evaluator(ds, metric, batch_size=32)
-
-
-def _metric_for(data: DataSet, task: str) -> Any:
-    """Top-1, or polarity accuracy of embeddings for sentence encoders on labelled text.
-
-    A model of unknown task on ``text_polarity`` is taken for a sentence encoder; one that says
-    it is a classifier (an ``hf:`` sequence classifier) is scored on its own logits (top-1).
-    """
-    text = len(data.inputs) == 2 and data.num_classes == 2 and data.name.endswith("text_polarity")
-    if data.has_labels and (task == "embedding" or (text and task == "unknown")):
-        from torchslim.evaluate import embedding_polarity_metric
-
-        return embedding_polarity_metric
-    return "top1"
 
 
 def baseline_size_mb(

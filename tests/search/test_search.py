@@ -266,6 +266,92 @@ def test_multi_fidelity_promotes_only_promising_pruning_levels(tmp_path: Path) -
         SearchSpace(short_recovery_epochs=2.0, recovery_epochs=1.0)
 
 
+def test_the_judge_scores_an_encoder_by_its_task_metric_not_argmax() -> None:
+    """An encoder's drop is its polarity probe's, with a paired interval: scored by arg-max its
+    baseline would be 0% and a candidate that lost all the signal would show no drop."""
+    import torch
+    from torch import nn
+
+    from torchslim.data import DataSet
+    from torchslim.models import LoadedModel
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(200) % 2
+    x = torch.randn(200, 8, generator=g)
+    x[:, 0] += 3.0 * (2 * y - 1)  # the label lives in the first embedding dimension
+    x[:, -1] = 50.0  # and the arg-max is always the last one
+    ds = DataSet("polar", (x,), y, num_classes=2)
+    loaded = LoadedModel("encoder", "factory", nn.Identity(), task="embedding")
+    judge = engine._Judge(loaded, ds, (1,), 1, 0.05)
+    base = judge.baseline()
+    assert base["metric"] == "polarity_accuracy" and base["accuracy"] > 0.95
+    lost = x.clone()
+    lost[:, 0] = torch.randn(200, generator=g)  # same arg-max, no polarity left
+    acc, drop, ci = judge._drop(lost)
+    assert acc is not None and acc < 0.75
+    assert drop is not None and drop > 20 and ci is not None and 0 < ci[0] <= drop <= ci[1]
+    acc, drop, ci = judge._drop(x.clone())
+    assert drop == 0.0 and ci == [0.0, 0.0]
+    classifier = LoadedModel("clf", "factory", nn.Identity(), task="classification")
+    assert engine._Judge(classifier, ds, (1,), 1, 0.05).base_value == 0.0  # top-1 of logits
+
+
+class _JointJudge:
+    """Re-measures finalists as a joint run would: the given ratios replace the pairs'."""
+
+    def __init__(self, joint: dict[str, float]) -> None:
+        self.joint = joint
+        self.seen: list[str] = []
+
+    def remeasure(self, recs: list[SearchRecord]) -> None:
+        for r in recs:
+            self.seen.append(r.key)
+            ratio = self.joint[r.key]
+            r.speedup = {"1": {"ratio": ratio, "ci95": [ratio * 0.9, ratio * 1.1]}}
+
+
+def test_the_choice_is_made_on_one_joint_run_of_the_finalists(tmp_path: Path) -> None:
+    """Pair measurements ranked a (a slow-baseline pair: 26×) first; measured together with the
+    others, b is the fastest, and c is not faster than the original at all."""
+    records = {}
+    for key, pair in {"a": 26.0, "b": 9.0, "c": 3.0, "d": 1.5, "e": 1.4}.items():
+        rec = _rec(0.2, pair, pair * 0.9, key=key)
+        rec.status = "accepted"
+        (tmp_path / key).mkdir()
+        (tmp_path / key / "manifest.json").write_text(json.dumps({"key": key}))
+        rec.artifact = str(tmp_path / key)
+        records[key] = rec
+    judge = _JointJudge({"a": 6.0, "b": 8.0, "c": 1.0, "d": 2.0})
+    cons = {"max_drop_points": 1.0, "min_cosine": 0.99}
+    out = tmp_path / "out"
+    out.mkdir()
+    best, path = engine._final_round(
+        records,
+        judge,
+        cons,
+        [1],
+        out,
+        lambda _m: None,
+        records["a"],  # type: ignore[arg-type]
+    )
+    assert judge.seen == ["a", "b", "c", "d"]  # the FINALISTS fastest by their pairs
+    assert best is records["b"] and path == str(out / "best")
+    assert json.loads((out / "best" / "manifest.json").read_text())["key"] == "b"
+    assert records["c"].status == "rejected" and "joint run" in str(records["c"].reason)
+    assert records["a"].status == "accepted" and records["e"].details == {}
+    # nothing to compare: one accepted candidate keeps its pair measurement
+    single = {"x": records["e"]}
+    assert engine._final_round(
+        single,
+        judge,
+        cons,
+        [1],
+        out,
+        lambda _m: None,
+        records["e"],  # type: ignore[arg-type]
+    ) == (records["e"], str(out / "best"))
+
+
 def test_pareto_keeps_only_non_dominated_records() -> None:
     a = _rec(0.0, 2.0, 1.8, size=1.0, key="a")  # accurate, 5 ms
     b = _rec(0.5, 4.0, 3.5, size=0.5, key="b")  # less accurate, faster, smaller
@@ -319,6 +405,9 @@ def test_search_chooses_an_accepted_candidate_and_writes_everything(
         assert ch.speedup["1"]["ci95"][0] > 1.0
         accepted = [c for c in result.candidates if c.status == "accepted"]
         assert ch.speedup["1"]["ratio"] == max(c.speedup["1"]["ratio"] for c in accepted)
+        if len(accepted) >= 2:  # chosen on one joint run; the pair's numbers are kept
+            assert all(c.details.get("final_round") for c in accepted)
+            assert "1" in ch.details["first_pass"]["speedup"]
         art = load_artifact(out / "best")
         assert art.recipe.to_dict() == ch.recipe
     html = (out / "report.html").read_text()
