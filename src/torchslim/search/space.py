@@ -6,7 +6,7 @@ backend, runtime, OpenVINO precision and performance hint, threads — and turns
 dimension into a valid :class:`~torchslim.recipe.Recipe` (or ``None`` for a combination that
 cannot run, e.g. OpenVINO INT8 on ONNX Runtime). Presets: ``fast`` (no retraining: graph +
 quantization + runtime), ``balanced`` (adds pruning: each level recovered for a quarter epoch
-first, and only the promising ones — successive halving — for a full epoch), ``thorough`` (more
+first, and only the promising ones — successive halving — for two epochs in all), ``thorough`` (more
 pruning levels, longer recovery). A user space is YAML with the same fields.
 """
 
@@ -292,8 +292,10 @@ def _has_native_bf16() -> bool:
 
 PRESETS: dict[str, SearchSpace] = {
     "fast": SearchSpace(),
+    # Two epochs: split 0.25 + 0.75 (a learning-rate restart between), one epoch left a 50%
+    # pruned ResNet 1.65-1.75 points down where one uninterrupted epoch lost 0.55.
     "balanced": SearchSpace(
-        prune_ratios=(0.0, 0.3, 0.5), recovery_epochs=1.0, short_recovery_epochs=0.25
+        prune_ratios=(0.0, 0.3, 0.5), recovery_epochs=2.0, short_recovery_epochs=0.25
     ),
     "thorough": SearchSpace(
         prune_ratios=(0.0, 0.25, 0.5, 0.7),
