@@ -18,6 +18,7 @@ from torchslim.errors import TorchslimError
 from torchslim.recipe import Recipe
 from torchslim.search import PRESETS, SearchSpace, engine, load_space
 from torchslim.search.engine import SearchRecord, _reasons
+from torchslim.search.judge import Judge
 from torchslim.search.space import Choice
 
 CALIB = "torchslim:fashion_mnist?split=train&limit=128"
@@ -282,7 +283,7 @@ def test_the_judge_scores_an_encoder_by_its_task_metric_not_argmax() -> None:
     x[:, -1] = 50.0  # and the arg-max is always the last one
     ds = DataSet("polar", (x,), y, num_classes=2)
     loaded = LoadedModel("encoder", "factory", nn.Identity(), task="embedding")
-    judge = engine._Judge(loaded, ds, (1,), 1, 0.05)
+    judge = Judge(loaded, ds, (1,), 1, 0.05)
     base = judge.baseline()
     assert base["metric"] == "polarity_accuracy" and base["accuracy"] > 0.95
     lost = x.clone()
@@ -293,7 +294,7 @@ def test_the_judge_scores_an_encoder_by_its_task_metric_not_argmax() -> None:
     acc, drop, ci = judge._drop(x.clone())
     assert drop == 0.0 and ci == [0.0, 0.0]
     classifier = LoadedModel("clf", "factory", nn.Identity(), task="classification")
-    assert engine._Judge(classifier, ds, (1,), 1, 0.05).base_value == 0.0  # top-1 of logits
+    assert Judge(classifier, ds, (1,), 1, 0.05).base_value == 0.0  # top-1 of logits
 
 
 class _JointJudge:

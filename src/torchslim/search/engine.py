@@ -27,17 +27,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from torchslim.errors import TorchslimError
 from torchslim.search.executors import Executor, make_executor
+from torchslim.search.judge import Judge
+from torchslim.search.records import OptimizeResult, SearchRecord, speedup_score
 from torchslim.search.space import Choice, SearchSpace, load_space
 
 if TYPE_CHECKING:
@@ -49,374 +49,9 @@ __all__ = ["OptimizeResult", "SearchRecord", "optimize", "speedup_score"]
 Progress = Callable[[str], None]
 
 
-@dataclass
-class SearchRecord:
-    """One candidate of a search, in one set of units (fractions, points, MB, ms).
-
-    Attributes:
-        recipe: The recipe (its ``recipe.yaml`` form).
-        steps: One line per step and the runtime.
-        status: ``accepted``, ``rejected`` (built, outside the constraints) or ``failed``.
-        reason: Why it was rejected or failed.
-        accuracy: Task metric on the evaluation data (``None``: fidelity only).
-        drop_points: Drop vs the original, in points.
-        drop_ci95: Paired-bootstrap 95% interval of the drop, in points.
-        cosine: Mean output cosine to the original.
-        agreement: Top-1 agreement with the original.
-        latency_ms: Median latency per batch size.
-        speedup: Per batch size ``{ratio, ci95}`` from the interleaved run.
-        size_mb: MB of the files a deployment needs.
-        runtime: The runtime it runs in.
-        build_seconds: Time to build it (its own process).
-        train_seconds: Of which training.
-        artifact: Its artifact directory.
-        key: Hash of its recipe.
-        noisy: The measurement stayed noisy after re-measuring (never accepted).
-        flops_per_item: FLOPs per item of the model it runs (the pruned one when pruned; the
-            float-equivalent count for quantized models).
-        percent_of_peak: Per batch size, achieved FLOP/s as a percentage of this machine's GEMM
-            peak for its precision (roofline-style efficiency).
-        peak_memory_mb: Per batch size, peak memory growth while it ran (MiB, as
-            :mod:`torchslim.measure` reports it).
-        details: What its steps did: ``pruned_channels`` (layer → [before, after]),
-            ``kept_float`` (layer → why, from accuracy-aware quantization), ``sensitivity``.
-    """
-
-    recipe: dict[str, Any]
-    steps: list[str]
-    status: str = "failed"
-    reason: str | None = None
-    accuracy: float | None = None
-    drop_points: float | None = None
-    drop_ci95: list[float] | None = None
-    cosine: float | None = None
-    agreement: float | None = None
-    latency_ms: dict[str, float] = field(default_factory=dict)
-    speedup: dict[str, dict[str, Any]] = field(default_factory=dict)
-    size_mb: float | None = None
-    runtime: str | None = None
-    build_seconds: float | None = None
-    train_seconds: float | None = None
-    artifact: str | None = None
-    key: str = ""
-    noisy: bool = False
-    flops_per_item: float | None = None
-    percent_of_peak: dict[str, float] = field(default_factory=dict)
-    peak_memory_mb: dict[str, float] = field(default_factory=dict)
-    details: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly form."""
-        return dict(self.__dict__)
-
-
-@dataclass
-class OptimizeResult:
-    """What ``optimize`` found.
-
-    Attributes:
-        chosen: The accepted candidate chosen (highest geometric-mean speed-up over the batch
-            sizes), or ``None``.
-        baseline: The original model's numbers (accuracy, latency per batch, size).
-        candidates: Every candidate, in the order tried.
-        pareto: Keys of the candidates on the accuracy × latency × size front.
-        artifact: The chosen artifact's directory (``OUT/best``), or ``None``.
-        out: The output directory (search.json, report.html, study, candidates).
-        seconds: Wall-clock time of the search.
-        stopped: Why the search stopped (``space exhausted``, ``time budget``, ``trials``).
-        constraints: The acceptance rules applied.
-        machine: The machine and library versions everything was measured on.
-        checklist: The original model's ``inspect`` checklist items.
-    """
-
-    chosen: SearchRecord | None
-    baseline: dict[str, Any]
-    candidates: list[SearchRecord]
-    pareto: list[str]
-    artifact: str | None
-    out: str
-    seconds: float
-    stopped: str
-    constraints: dict[str, Any] = field(default_factory=dict)
-    machine: dict[str, Any] = field(default_factory=dict)
-    checklist: list[dict[str, Any]] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The ``--json`` / ``search.json`` form."""
-        chosen = None
-        if self.chosen is not None:
-            c = self.chosen
-            b = next(iter(c.speedup), None)
-            batches = [int(k) for k in c.speedup]
-            chosen = {
-                **c.to_dict(),
-                "accuracy_drop": c.drop_points,
-                "speedup_geomean": speedup_score(c, batches),
-                "speedup_first_batch": None if b is None else c.speedup[b]["ratio"],
-                "latency_ms_first_batch": None if b is None else c.latency_ms.get(b),
-            }
-        return {
-            "chosen": chosen,
-            "baseline": self.baseline,
-            "candidates": [c.to_dict() for c in self.candidates],
-            "pareto": self.pareto,
-            "artifact": self.artifact,
-            "out": self.out,
-            "seconds": round(self.seconds, 1),
-            "stopped": self.stopped,
-            "constraints": self.constraints,
-            "machine": self.machine,
-            "checklist": self.checklist,
-        }
-
-
 def _key(recipe: Recipe) -> str:
     text = json.dumps(recipe.to_dict(), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-class _Judge:
-    """Evaluates and measures candidates against the original, in this process."""
-
-    def __init__(
-        self,
-        loaded: LoadedModel,
-        eval_data: Any,
-        batch_sizes: tuple[int, ...],
-        threads: int | None,
-        min_time_s: float,
-    ) -> None:
-        import torch
-
-        from torchslim.evaluate import predict
-        from torchslim.measure import BenchTarget, TimingConfig
-
-        self.loaded = loaded
-        self.data = eval_data
-        self.batch_sizes = batch_sizes
-        self.threads = threads
-        self.timing = TimingConfig(
-            min_time_s=min_time_s, max_time_s=max(3.0, 4 * min_time_s), max_warmup_s=2.0
-        )
-        module = loaded.require_module()
-        spec = loaded.input_spec or eval_data.input_spec()
-        self.spec = spec
-        self.base_target = BenchTarget.from_module(module, self._inputs, name="baseline")
-        from torchslim.machine import machine_peak
-        from torchslim.measure import count_flops
-
-        self.base_flops = count_flops(module, self._inputs(1))
-        self._flops: dict[str, float | None] = {}
-        try:
-            self.peak: Any = machine_peak(threads=threads)
-        except Exception:  # the efficiency column is a nicety: never fail a search on it
-            self.peak = None
-        with torch.no_grad():
-            self.base_out = predict(module, eval_data, 32)
-        from torchslim.evaluate import metric_for
-
-        # The task metric, not arg-max for everything: an encoder's embeddings are scored by a
-        # polarity probe (arg-max of 384 embedding values against a 0/1 label means nothing).
-        self.metric = metric_for(eval_data, loaded.task)
-        self.base_value, self.base_items = self._score(self.base_out)
-
-    def _inputs(self, b: int) -> tuple[Any, ...]:
-        return self.spec.example_inputs(batch_size=b)
-
-    def _score(self, out: Any) -> tuple[float | None, Any]:
-        """The task metric of outputs ``out`` and its per-item scores (``None``: no labels)."""
-        from torchslim.evaluate import item_scores
-
-        if self.metric is None:
-            return None, None
-        items = item_scores(self.metric, out, self.data)
-        value = float(items.mean()) if items is not None else self.metric(out, self.data)
-        return value, items
-
-    def _drop(self, out: Any) -> tuple[float | None, float | None, list[float] | None]:
-        """Metric, drop in points and the drop's paired-bootstrap 95% interval of ``out``."""
-        from torchslim.evaluate import paired_bootstrap_drop
-
-        value, items = self._score(out)
-        if value is None or self.base_value is None:
-            return None, None, None
-        ci = None
-        if items is not None and self.base_items is not None:
-            ci = list(paired_bootstrap_drop(self.base_items, items))
-        return value, 100.0 * (self.base_value - value), ci
-
-    def baseline(self) -> dict[str, Any]:
-        from torchslim.measure import measure_models
-        from torchslim.pipeline import baseline_size_mb
-
-        [m] = measure_models(
-            [self.base_target],
-            self.batch_sizes,
-            threads=self.threads,
-            config=self.timing,
-            memory=False,
-        )
-        self.reference_ms = {b: bm.latency.p50_ms for b, bm in m.batches.items()}
-        return {
-            "source": self.loaded.source,
-            "flops_per_item": self.base_flops,
-            "percent_of_peak": {
-                str(b): self.efficiency(self.base_flops, "fp32", b, ms)
-                for b, ms in self.reference_ms.items()
-            },
-            "peak_gflops": None if self.peak is None else dict(self.peak.gflops),
-            "accuracy": self.base_value,
-            "metric": None if self.metric is None else getattr(self.metric, "__name__", "metric"),
-            "eval_data": self.data.name,
-            "eval_samples": len(self.data),
-            "latency_ms": {str(b): bm.latency.p50_ms for b, bm in m.batches.items()},
-            "size_mb": baseline_size_mb(self.loaded, self.loaded.require_module(), self._inputs(2)),
-        }
-
-    def efficiency(
-        self, flops: float | None, precision: str, batch: int, ms: float
-    ) -> float | None:
-        """Achieved FLOP/s over this machine's GEMM peak for ``precision``, in percent."""
-        got = None if self.peak is None else self.peak.for_dtype(precision)
-        if not flops or got is None or ms <= 0:
-            return None
-        return 100.0 * (flops * batch / (ms / 1000.0)) / (got[1] * 1e9)
-
-    def flops_of(self, artifact_dir: str | None) -> float | None:
-        """FLOPs per item of an artifact's module (the pruned prefix), else the original's."""
-        if artifact_dir is None:
-            return self.base_flops
-        if artifact_dir not in self._flops:  # one count per cached prefix
-            from torchslim.artifact import load_artifact
-            from torchslim.measure import count_flops
-
-            try:
-                module = load_artifact(artifact_dir).module()
-                self._flops[artifact_dir] = count_flops(module, self._inputs(1))
-            except Exception:
-                self._flops[artifact_dir] = None
-        return self._flops[artifact_dir]
-
-    def quality(self, artifact_dir: str) -> dict[str, Any]:
-        """Accuracy and drop (labelled data), cosine and a fidelity loss of an artifact, with no
-        latency measurement (the short-recovery rung of multi-fidelity)."""
-        import torch
-
-        from torchslim.artifact import load_artifact
-        from torchslim.evaluate import fidelity, predict
-
-        runner = load_artifact(artifact_dir).runner()
-        with torch.no_grad():
-            out = predict(runner, self.data, 32)
-        fid = fidelity(self.base_out, out)
-        acc, drop, _ci = self._drop(out)
-        return {
-            "accuracy": acc,
-            "drop_points": drop,
-            "cosine": fid.cosine,
-            "loss_points": 100.0 * (1.0 - float(fid.cosine)),
-        }
-
-    def judge(self, rec: SearchRecord) -> None:
-        """Fill ``rec``'s accuracy, fidelity, drop CI, latency and speed-up from its files."""
-        import torch
-
-        from torchslim.artifact import load_artifact
-        from torchslim.evaluate import fidelity, predict
-        from torchslim.measure import BenchTarget, measure_models
-
-        assert rec.artifact is not None
-        art = load_artifact(rec.artifact)
-        runner = art.runner()
-        with torch.no_grad():
-            out = predict(runner, self.data, 32)
-        fid = fidelity(self.base_out, out)
-        rec.cosine, rec.agreement = fid.cosine, fid.agreement
-        rec.accuracy, rec.drop_points, rec.drop_ci95 = self._drop(out)
-        rec.size_mb = art.size_mb
-        target = BenchTarget("candidate", runner, self._inputs)
-        best: tuple[float, Any, Any] | None = None
-        for _attempt in range(3):  # a burst of load on a shared machine: measure again
-            base, mine = measure_models(
-                [self.base_target, target],
-                self.batch_sizes,
-                threads=self.threads,
-                config=self.timing,
-                memory=True,
-            )
-            width = max(
-                _ci_width(base.batches[b].latency, mine.batches[b].latency)
-                for b in self.batch_sizes
-            )
-            drift = max(
-                base.batches[b].latency.p50_ms / self.reference_ms[b] for b in self.batch_sizes
-            )
-            score = width * max(drift, 1 / drift)
-            if best is None or score < best[0]:
-                best = (score, base, mine)
-            if width <= _MAX_CI_WIDTH and 1 / _MAX_DRIFT <= drift <= _MAX_DRIFT:
-                break
-        assert best is not None
-        _, base, mine = best
-        rec.noisy = best[0] > _MAX_CI_WIDTH * _MAX_DRIFT
-        precision = str(getattr(art.capabilities, "precision", "fp32") or "fp32")
-        self._fill_speed(rec, base, mine, precision)
-
-    def _fill_speed(self, rec: SearchRecord, base: Any, mine: Any, precision: str) -> None:
-        """``rec``'s latency, speed-up (with its interval), memory and efficiency from one
-        interleaved measurement of the original (``base``) and it (``mine``)."""
-        for b in self.batch_sizes:
-            lb, lm = base.batches[b].latency, mine.batches[b].latency
-            rec.latency_ms[str(b)] = lm.p50_ms
-            if mine.batches[b].peak_memory_mb is not None:
-                rec.peak_memory_mb[str(b)] = mine.batches[b].peak_memory_mb
-            rec.speedup[str(b)] = {
-                "ratio": lb.p50_ms / lm.p50_ms,
-                "ci95": [lb.ci95_low_ms / lm.ci95_high_ms, lb.ci95_high_ms / lm.ci95_low_ms],
-                "baseline_ms": lb.p50_ms,
-            }
-            pct = self.efficiency(rec.flops_per_item, precision, b, lm.p50_ms)
-            if pct is not None:
-                rec.percent_of_peak[str(b)] = pct
-
-    def remeasure(self, recs: Sequence[SearchRecord]) -> None:
-        """Measure the finalists ``recs`` and the original together, in one interleaved run.
-
-        Each candidate was first measured in a pair with the original; on a shared machine the
-        original's own median moved by 3× between pairs, so ratios from different pairs do not
-        rank candidates reliably. One run of all of them (A B C … A B C …) exposes every one to
-        the same load. Each record's speed-ups are replaced by this run's (the pair's are kept
-        in ``details["first_pass"]``).
-        """
-        from torchslim.artifact import load_artifact
-        from torchslim.measure import BenchTarget, measure_models
-
-        arts = [load_artifact(str(r.artifact)) for r in recs]
-        targets = [self.base_target] + [
-            BenchTarget(r.key, a.runner(), self._inputs) for r, a in zip(recs, arts, strict=True)
-        ]
-        base, *mine = measure_models(
-            targets, self.batch_sizes, threads=self.threads, config=self.timing, memory=True
-        )
-        for rec, art, m in zip(recs, arts, mine, strict=True):
-            rec.details["first_pass"] = {
-                "latency_ms": dict(rec.latency_ms),
-                "speedup": {k: dict(v) for k, v in rec.speedup.items()},
-            }
-            precision = str(getattr(art.capabilities, "precision", "fp32") or "fp32")
-            self._fill_speed(rec, base, m, precision)
-
-
-_MAX_CI_WIDTH = 1.6
-"""Largest acceptable ratio of the speed-up interval's ends (hi/lo) before re-measuring."""
-_MAX_DRIFT = 1.5
-"""Largest acceptable change of the original's median against its first measurement."""
-
-
-def _ci_width(base: Any, mine: Any) -> float:
-    lo = base.ci95_low_ms / mine.ci95_high_ms
-    hi = base.ci95_high_ms / mine.ci95_low_ms
-    return hi / lo if lo > 0 else float("inf")
 
 
 def _reasons(rec: SearchRecord, c: dict[str, Any], batch: int) -> list[str]:
@@ -450,22 +85,6 @@ def _reasons(rec: SearchRecord, c: dict[str, Any], batch: int) -> list[str]:
     if c.get("target_latency_ms") is not None and (lat is None or lat > c["target_latency_ms"]):
         out.append(f"latency {lat} ms over the target {c['target_latency_ms']:g} ms")
     return out
-
-
-def speedup_score(rec: SearchRecord, batches: int | Sequence[int]) -> float | None:
-    """Geometric mean of ``rec``'s interleaved speed-ups over ``batches`` (``None``: not
-    measured at all of them). One number to rank candidates optimised for several batch sizes;
-    with one batch size it is that batch's speed-up."""
-    bs = [batches] if isinstance(batches, int) else list(batches)
-    ratios: list[float] = []
-    for b in bs:
-        r = rec.speedup.get(str(b), {}).get("ratio")
-        if r is None or r <= 0:
-            return None
-        ratios.append(float(r))
-    if not ratios:
-        return None
-    return math.exp(sum(math.log(r) for r in ratios) / len(ratios))
 
 
 def _pareto(records: list[SearchRecord], batches: int | Sequence[int]) -> list[str]:
@@ -636,7 +255,7 @@ def optimize(
         out.mkdir(parents=True)
     context = _context(loaded)
     say("Measuring the original")
-    judge = _Judge(loaded, eval_ds, tuple(batch_sizes), threads, min_time_s)
+    judge = Judge(loaded, eval_ds, tuple(batch_sizes), threads, min_time_s)
     baseline = judge.baseline()
     constraints = {
         "max_drop_points": max_drop,
@@ -834,7 +453,7 @@ FINALISTS = 4
 
 def _final_round(
     records: dict[str, SearchRecord],
-    judge: _Judge,
+    judge: Judge,
     constraints: dict[str, Any],
     batch_sizes: Sequence[int],
     out: Path,
@@ -920,7 +539,7 @@ class _Builder:
     """Builds candidates through an executor, with the cache of trained prefixes."""
 
     def __init__(
-        self, model: str, out: Path, judge: _Judge, executor: Executor, say: Progress
+        self, model: str, out: Path, judge: Judge, executor: Executor, say: Progress
     ) -> None:
         self.model = model
         self.out = out
