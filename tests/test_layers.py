@@ -24,6 +24,7 @@ FLOORS: dict[str, int] = {
     "_version": 0,
     "_scoped": 0,
     "_safe_load": 0,
+    "_ray": 0,
     "models": 1,
     "data": 1,
     "reference": 1,

@@ -211,9 +211,9 @@ def run_ray(
     shards = out.with_name(f".{out.name}.ray")
     if shards.exists():
         shutil.rmtree(shards)
-    started_here = not ray.is_initialized()
-    if started_here:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    from torchslim._ray import connect
+
+    ray, started_here = connect(address)
     t_run = time.perf_counter()
     try:
         # Each actor holds a logical share of a CPU small enough that one CPU stays free for

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -207,33 +206,12 @@ class RayExecutor:
     def __init__(
         self, address: str = "auto", *, threads: int | None = None, trust_code: bool = False
     ) -> None:
-        try:
-            import ray
-        except ImportError:
-            raise TorchslimError(
-                "The Ray executor needs Ray, which is not installed.",
-                "pip install 'torchslim[ray]', or use the default local executor.",
-            ) from None
+        from torchslim._ray import connect
+
+        ray, self._started = connect(address)
         self._ray = ray
         self.threads = threads
         self.trust_code = trust_code
-        self._started = False
-        if not ray.is_initialized():
-            try:
-                ray.init(
-                    address=None if address == "local" else address,
-                    include_dashboard=False,
-                    log_to_driver=False,
-                    logging_level=logging.ERROR,
-                    configure_logging=False,
-                )
-            except (ConnectionError, ValueError, RuntimeError) as exc:
-                raise TorchslimError(
-                    f"Could not connect to the Ray cluster at '{address}': {exc}",
-                    "Start one (ray start --head) and pass --address auto or host:port, or use "
-                    "--address local for a private cluster on this machine.",
-                ) from None
-            self._started = True
         self._task = ray.remote(max_retries=0)(_remote_build)
 
     def build(self, recipe: Recipe, source: str, out: Path, *, timeout: float) -> dict[str, Any]:
