@@ -31,7 +31,11 @@ def tiny_model():
 # handlers behind after ray.shutdown(). After them, unrelated later tests (AOT Inductor, forking
 # loaders) segfaulted the whole pytest process. `make test` runs each group in its own process.
 _EXECUTORCH_FILES = ("test_executorch.py", "test_cli_bench_runtime.py", "test_rt_auto.py")
-_RAY_TESTS = ("test_predict_ray.py", "test_multi_fidelity_on_a_local_ray_cluster")
+_RAY_TESTS = (
+    "test_predict_ray.py",
+    "test_serve_ray.py",
+    "test_multi_fidelity_on_a_local_ray_cluster",
+)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -19,6 +19,7 @@ from torchslim.cli._common import (
     stdout_console,
 )
 from torchslim.cli._run import NO_VERIFY_OPTION
+from torchslim.errors import TorchslimError
 
 __all__ = ["register", "serve_command"]
 
@@ -48,10 +49,14 @@ Endpoints:
 Processes: --workers N starts N server processes on one port (the kernel hands each connection to one of them); each loads the model, batches and counts on its own, so /metrics, /v1/stats and /v1/compare describe the process that answered (the X-Torchslim-Worker header names it). One process usually keeps 2 cores busy with a batched model; add workers when HTTP work (parsing, encoding) is the bottleneck.
 
 \b
+Ray Serve: --ray runs the same server as a Ray Serve application: --replicas N replicas, each the same app with its own batcher (same batching semantics), placed by Ray on the cluster at --address (local: a private cluster on this machine; auto, host:port or ray://host:port for a running one), behind Ray's HTTP proxy on --host/--port. A replica takes traffic only once it is warm; the proxy refuses with 503 what it cannot queue. The artifact directory must exist at the same path on every node. Needs pip install 'torchslim[ray]' (ray[serve]).
+
+\b
 Examples:
   torchslim export torchslim:fashion_cnn --runtime openvino --out out/cnn-ov
   torchslim serve out/cnn-ov --port 8000
   torchslim serve out/cnn-ov --workers 2 --host 0.0.0.0 --api-key $TOKEN
+  torchslim serve out/cnn-ov --ray --replicas 2                (a private local Ray cluster)
   curl -s localhost:8000/v1/predict -H 'Content-Type: application/json' -d @image.json
   curl -s localhost:8000/v1/predict -F file=@shoe.png
   torchslim serve out/cnn-ov --find-batch-size --p99-target-ms 20
@@ -125,6 +130,16 @@ def serve_command(
         "-w",
         help="Server processes sharing the port, each with its own model, batcher and metrics.",
     ),
+    ray: bool = typer.Option(
+        False, "--ray", help="Serve with Ray Serve (replicas on a Ray cluster; see above)."
+    ),
+    address: str = typer.Option(
+        "local", "--address", help="With --ray: local, auto, host:port or ray://host:port."
+    ),
+    replicas: int = typer.Option(1, "--replicas", help="With --ray: replicas to place."),
+    replica_cpus: float = typer.Option(
+        1.0, "--replica-cpus", help="With --ray: CPUs Ray reserves per replica."
+    ),
     find_batch: bool = typer.Option(
         False,
         "--find-batch-size",
@@ -166,7 +181,41 @@ def serve_command(
     if find_batch:
         _find(config, json_out)
         return
+    if ray:
+        if workers > 1:
+            raise TorchslimError(
+                "--workers and --ray cannot be used together.",
+                "With --ray give --replicas N: Ray places the server processes.",
+            )
+        _serve_ray(config, address, replicas, replica_cpus, json_out)
+        return
     _serve(config, json_out)
+
+
+def _serve_ray(
+    config: Any, address: str, replicas: int, replica_cpus: float, json_out: bool
+) -> None:
+    from torchslim.serve.ray_serve import serve_ray
+
+    err = stderr_console()
+
+    def started(info: dict[str, Any]) -> None:
+        if json_out:
+            emit_json(info)
+            return
+        err.print(
+            f"[bold]Serving[/bold] {info['model']} with Ray Serve at {info['url']} — "
+            f"{replicas} replica(s) on the Ray cluster '{info['ray']}', each warm and batching "
+            f"(max batch {config.max_batch}). Ctrl-C drains and stops.",
+            highlight=False,
+        )
+        sys.stderr.flush()
+
+    if not json_out:
+        err.print("Starting Ray Serve and warming up the replicas…", style="dim")
+    serve_ray(
+        config, address=address, replicas=replicas, replica_cpus=replica_cpus, on_started=started
+    )
 
 
 def _find(config: Any, json_out: bool) -> None:

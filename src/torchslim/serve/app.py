@@ -105,10 +105,21 @@ class InferenceServer:
         config: The settings.
         warmup_gate: When given, warm-up waits for this event before it starts (orchestration
             and tests: the server stays not-ready until it is set).
+        ready_before_serving: The app's startup waits until warm-up ended (and fails if it
+            failed), so the app takes no request before it is ready. For hosts that start routing
+            to an app once its startup returns (a Ray Serve replica); a plain server listens at
+            once and answers ``/v2/health/ready`` 503 until ready.
     """
 
-    def __init__(self, config: ServeConfig, *, warmup_gate: threading.Event | None = None) -> None:
+    def __init__(
+        self,
+        config: ServeConfig,
+        *,
+        warmup_gate: threading.Event | None = None,
+        ready_before_serving: bool = False,
+    ) -> None:
         self.config = config
+        self._ready_first = ready_before_serving
         self.metrics = ServerMetrics()
         self._gate = warmup_gate
         self.variants: dict[str, _Variant] = {}
@@ -202,6 +213,16 @@ class InferenceServer:
         """Whether every variant (the shadow too, so it sees traffic from the start) warmed up."""
         return all(v.batcher.ready for v in self.variants.values())
 
+    async def _until_ready(self) -> None:
+        while not self.ready:
+            for v in self.variants.values():
+                if v.batcher.warmup_error is not None:
+                    raise TorchslimError(
+                        f"Warm-up of '{v.model.name}' failed: {v.batcher.warmup_error}",
+                        "Check the artifact with `torchslim bench` on this machine.",
+                    )
+            await asyncio.sleep(0.05)
+
     async def drain(self) -> None:
         """Finish mirrored shadow requests, then every queued request, then stop the workers."""
         if self._tasks:
@@ -221,6 +242,8 @@ class InferenceServer:
         @contextlib.asynccontextmanager
         async def lifespan(_: Any) -> AsyncIterator[None]:
             self.start()
+            if self._ready_first:
+                await self._until_ready()
             try:
                 yield
             finally:
