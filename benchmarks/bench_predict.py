@@ -220,10 +220,11 @@ def _markdown(raw: dict[str, Any], machine: str) -> str:
     lines = [
         "## predict",
         "",
-        f"`benchmarks/bench_predict.py` on a **shared 2-core machine** ({machine}); other "
-        f"engineers' jobs ran at the same time (load average {raw['load_avg'][0][0]:.1f} at the "
-        f"start, {raw['load_avg'][1][0]:.1f} at the end), so read the ratios, not the absolute "
-        f"rates. {raw['rounds']} interleaved rounds; each cell is the median items/s (min–max in "
+        f"`benchmarks/bench_predict.py` on {machine}; 1-minute load average "
+        f"{raw['load_avg'][0][0]:.1f} at the start and {raw['load_avg'][1][0]:.1f} at the end "
+        "(about 2 is this script's own work on 2 cores; more means other jobs ran, and then the "
+        f"ratios hold up better than the rates). {raw['rounds']} interleaved rounds; each cell "
+        "is the median items/s (min–max in "
         "brackets). Model `torchslim:fashion_resnet` (696k params), eager and its OpenVINO FP32 "
         "export (`torchslim export --runtime openvino`). Naive: Python loop, batch 1, no workers, "
         f"on the first {raw['naive_items']} samples. predict: the whole data set, rows written to "

@@ -98,8 +98,9 @@ def test_split_gives_cores_to_decoding_only_when_it_costs() -> None:
     assert (given.workers, given.threads) == (1, 1) and given.reason.startswith("given")
 
 
-def test_default_batch_size_fills_about_8_mb() -> None:
-    assert default_batch_size(28 * 28 * 4) == 256
+def test_default_batch_size_fills_about_8_mb_up_to_64() -> None:
+    assert default_batch_size(28 * 28 * 4) == 64  # 2,550 would fit 8 MB: capped
+    assert default_batch_size(3 * 64 * 64 * 4) == 64
     assert default_batch_size(3 * 224 * 224 * 4) == 8
     assert default_batch_size(3 * 224 * 224 * 4, compiled=(4,), dynamic=False) == 4
 

@@ -138,7 +138,7 @@ def predict_command(
         "--batch-size",
         "-b",
         help="Samples per model call, or auto (probe for the best throughput within the memory "
-        "limit). Default: the artifact's static size, else ~8 MB of input per batch (8–256).",
+        "limit). Default: the artifact's static size, else ~8 MB of input per batch (8–64).",
     ),
     workers_opt: str = typer.Option(
         "auto", "--workers", "-w", help="DataLoader worker processes, or auto (measured split)."
