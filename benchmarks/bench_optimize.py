@@ -118,7 +118,14 @@ def _optimize_row(spec: Any, args: argparse.Namespace, workdir: Path) -> tuple[A
     synthetic = spec.kind == "synthetic"
     data: dict[str, Any]
     if synthetic:  # random weights: fidelity only, no retraining (the "fast" space)
-        data = {"calib": spec.calib, "eval": spec.eval, "train": None, "space": "fast"}
+        # sources, not DataSets: every candidate is built in its own process from them
+        shape = "synthetic:1x3x224x224"
+        data = {
+            "calib": f"{shape}?n=64&seed=0",
+            "eval": f"{shape}?n=32&seed=1",
+            "train": None,
+            "space": "fast",
+        }
     elif text:
         data = {
             "calib": "torchslim:text_background?limit=300",
@@ -315,16 +322,16 @@ def main() -> None:
     if args.smoke:
         args.time_budget, args.min_time, args.preset, args.epochs = 90.0, 0.2, "fast", 0.1
     results: dict[str, Any] = {}
+    meta = bq._meta(args.threads) | {"when": time.strftime("%Y-%m-%d")}
+    previous = Path(__file__).resolve().parent / "results" / "optimize.json"
+    if args.merge and previous.exists():  # models measured in an earlier run keep their rows
+        results = json.loads(previous.read_text())["results"]
     with tempfile.TemporaryDirectory(prefix="bench-opt-") as tmp:
         for key in models:
             print(f"== {key}", flush=True)
             results[key] = run_model(key, args, Path(tmp))
-    meta = bq._meta(args.threads) | {"when": time.strftime("%Y-%m-%d")}
-    previous = Path(__file__).resolve().parent / "results" / "optimize.json"
-    if args.merge and previous.exists():  # models measured in an earlier run keep their rows
-        results = json.loads(previous.read_text())["results"] | results
-    if not (args.smoke or args.no_write):
-        save_json("optimize", {"meta": meta, "results": results})
+            if not (args.smoke or args.no_write):  # after each model: a crash keeps the rest
+                save_json("optimize", {"meta": meta, "results": results})
     text = markdown(results, meta)
     print(text)
     if args.smoke or args.no_write:

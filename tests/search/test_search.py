@@ -378,6 +378,7 @@ def searched(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
         time_budget_s=600,
         min_time_s=0.2,
         threads=2,
+        max_drop_rel=1.0,  # 1% of the original's top-1, in points
     )
     return out, result
 
@@ -391,6 +392,9 @@ def test_search_chooses_an_accepted_candidate_and_writes_everything(
     out, result = searched
     data = json.loads((out / "search.json").read_text())
     assert data["stopped"] == "space exhausted" and len(data["candidates"]) == 2
+    cons = data["constraints"]
+    assert cons["max_drop_rel_percent"] == 1.0
+    assert cons["max_drop_points"] == pytest.approx(data["baseline"]["accuracy"])  # 1% of it
     for c in data["candidates"]:
         assert c["status"] in ("accepted", "rejected", "failed")
         if c["status"] != "failed":
@@ -502,6 +506,25 @@ def test_bad_inputs_fail_before_any_work(tmp_path: Path) -> None:
     with pytest.raises(TorchslimError, match="not empty"):
         engine.optimize("torchslim:fashion_cnn", calib=CALIB, eval=EVAL, out=busy)
     assert (busy / "x").read_text() == "mine"
+    from torchslim.data import load_data
+
+    with pytest.raises(TorchslimError, match="data source, not a DataSet"):
+        engine.optimize("torchslim:fashion_cnn", eval=load_data(EVAL), out=tmp_path / "d")  # type: ignore[arg-type]
+    with pytest.raises(TorchslimError, match="max-drop-rel"):
+        engine.optimize(
+            "torchslim:fashion_cnn", calib=CALIB, eval=EVAL, max_drop_rel=100, out=tmp_path / "c"
+        )
+
+
+def test_one_accuracy_budget_on_the_command_line() -> None:
+    from typer.testing import CliRunner
+
+    from torchslim.cli.main import app
+
+    res = CliRunner().invoke(
+        app, ["optimize", "torchslim:fashion_cnn", "--max-drop", "1", "--max-drop-rel", "1"]
+    )
+    assert res.exit_code == 2 and "Give one" in res.output
 
 
 @pytest.mark.slow

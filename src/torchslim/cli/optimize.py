@@ -54,7 +54,15 @@ def optimize(
         help="cpu (this machine's runtimes) or edge (ExecuTorch/XNNPACK programs for phones and "
         "boards: the edge preset; pair with --max-size-mb).",
     ),
-    max_drop: float = typer.Option(1.0, "--max-drop", help="Accuracy budget in points."),
+    max_drop: float | None = typer.Option(
+        None, "--max-drop", help="Accuracy budget in points (default 1)."
+    ),
+    max_drop_rel: float | None = typer.Option(
+        None,
+        "--max-drop-rel",
+        help="Accuracy budget relative to the original, in percent (1: keep 99% of its "
+        "accuracy); instead of --max-drop.",
+    ),
     batch: str = typer.Option(
         "1",
         "--batch",
@@ -101,6 +109,11 @@ def optimize(
         raise TorchslimError(f"Unknown --format '{fmt}'.", "Use table, md or json.")
     if target not in ("cpu", "edge"):
         raise TorchslimError(f"Unknown --target '{target}'.", "Use cpu or edge.")
+    if max_drop is not None and max_drop_rel is not None:
+        raise TorchslimError(
+            "--max-drop and --max-drop-rel are two ways to give one budget.",
+            "Give one: --max-drop 1 (points) or --max-drop-rel 1 (percent of the original).",
+        )
     if target == "edge":
         if preset not in ("fast", "edge"):
             raise TorchslimError(
@@ -117,7 +130,8 @@ def optimize(
             eval=eval_data,
             train=train,
             space=preset,
-            max_drop=max_drop,
+            max_drop=1.0 if max_drop is None else max_drop,
+            max_drop_rel=max_drop_rel,
             batch_sizes=tuple(parse_int_list(batch, "--batch")),
             target_latency_ms=target_latency_ms,
             max_size_mb=max_size_mb,

@@ -136,6 +136,7 @@ def optimize(
     train: str | None = None,
     space: str | SearchSpace = "fast",
     max_drop: float = 1.0,
+    max_drop_rel: float | None = None,
     min_cosine: float = 0.99,
     batch_sizes: tuple[int, ...] = (1,),
     target_latency_ms: float | None = None,
@@ -165,6 +166,8 @@ def optimize(
         train: Training data source (recovery after pruning).
         space: A preset (``fast``, ``balanced``, ``thorough``), a YAML file or a SearchSpace.
         max_drop: Accuracy budget, in points.
+        max_drop_rel: Accuracy budget relative to the original's metric, in percent (``1``: keep
+            at least 99% of it); replaces ``max_drop`` when given (needs labelled eval data).
         min_cosine: Fidelity budget on unlabelled data.
         batch_sizes: Batch sizes to optimise for: a candidate must be measurably faster at each;
             candidates are ranked by the geometric mean of their speed-ups. The latency target
@@ -207,6 +210,13 @@ def optimize(
     from torchslim.models import load_model
     from torchslim.recipe import DataRefs, Recipe
 
+    for flag, src in (("calib", calib), ("eval", eval), ("train", train)):
+        if src is not None and not isinstance(src, str):
+            raise TorchslimError(
+                f"optimize takes --{flag} as a data source, not a {type(src).__name__}.",
+                "Each candidate is built in its own process from the sources: give e.g. "
+                "'torchslim:fashion_mnist', a file path or 'synthetic:1x3x224x224?n=64'.",
+            )
     say = progress or (lambda _m: None)
     started = time.perf_counter()
     out = Path(out)
@@ -220,6 +230,11 @@ def optimize(
         raise TorchslimError(f"Invalid batch sizes {list(batch_sizes)}.", "Give e.g. 1,64.")
     if max_drop < 0 or max_drop != max_drop:
         raise TorchslimError(f"--max-drop must be >= 0, got {max_drop}.", "E.g. --max-drop 1.")
+    if max_drop_rel is not None and not 0 <= max_drop_rel < 100:
+        raise TorchslimError(
+            f"--max-drop-rel must be a percentage in [0, 100), got {max_drop_rel}.",
+            "E.g. --max-drop-rel 1 (keep 99% of the original's accuracy).",
+        )
     say(f"Loading {model}")
     loaded = load_model(model, trust_code=trust_code)
     spec = loaded.input_spec
@@ -257,8 +272,19 @@ def optimize(
     say("Measuring the original")
     judge = Judge(loaded, eval_ds, tuple(batch_sizes), threads, min_time_s)
     baseline = judge.baseline()
+    if max_drop_rel is not None:
+        if baseline["accuracy"] is None:
+            raise TorchslimError(
+                "--max-drop-rel is relative to the original's accuracy, and the evaluation data "
+                "has no labels to measure it.",
+                "Give labelled --eval data, or use --max-drop (fidelity-only data is judged by "
+                "cosine).",
+            )
+        # relative to the metric, in points: 1% of a 93.8% top-1 is 0.938 points
+        max_drop = max_drop_rel * float(baseline["accuracy"])
     constraints = {
         "max_drop_points": max_drop,
+        "max_drop_rel_percent": max_drop_rel,
         "min_cosine": min_cosine,
         "batch_size": batch_sizes[0],
         "batch_sizes": list(batch_sizes),
