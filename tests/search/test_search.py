@@ -353,6 +353,30 @@ def test_the_choice_is_made_on_one_joint_run_of_the_finalists(tmp_path: Path) ->
     ) == (records["e"], str(out / "best"))
 
 
+def test_the_judge_times_slow_models_long_enough_for_an_interval() -> None:
+    """A 0.4 s call gets a budget of MIN_SAMPLES calls, not the default few seconds (2 calls of
+    a slow model gave an interval so wide every candidate was rejected as noisy)."""
+    import time as _time
+
+    import torch
+    from torch import nn
+
+    from torchslim.data import DataSet
+    from torchslim.models import LoadedModel
+    from torchslim.search import judge as judge_mod
+
+    class Slow(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            _time.sleep(0.4)
+            return x
+
+    ds = DataSet("x", (torch.randn(4, 3),), synthetic=True)
+    judge = Judge(LoadedModel("slow", "factory", Slow()), ds, (1,), 1, 0.05)
+    assert judge.timing.max_time_s == 3.0  # the default for a 0.05 s --min-time
+    judge.baseline()
+    assert judge.timing.max_time_s >= judge_mod.MIN_SAMPLES * 0.4
+
+
 def test_pareto_keeps_only_non_dominated_records() -> None:
     a = _rec(0.0, 2.0, 1.8, size=1.0, key="a")  # accurate, 5 ms
     b = _rec(0.5, 4.0, 3.5, size=0.5, key="b")  # less accurate, faster, smaller

@@ -97,6 +97,15 @@ class Judge:
             memory=False,
         )
         self.reference_ms = {b: bm.latency.p50_ms for b, bm in m.batches.items()}
+        # Enough calls for an interval: a 1.7 s call (ResNet-18 at batch 64 on 2 cores) gave 2
+        # samples in the default 4 s, an interval too wide to trust, so every candidate was
+        # rejected as noisy. The budget grows to MIN_SAMPLES of the original's slowest call
+        # (candidates are at most that slow when they can be accepted at all).
+        slowest_s = max(self.reference_ms.values()) / 1e3
+        if MIN_SAMPLES * slowest_s > self.timing.max_time_s:
+            from dataclasses import replace
+
+            self.timing = replace(self.timing, max_time_s=MIN_SAMPLES * slowest_s)
         return {
             "source": self.loaded.source,
             "flops_per_item": self.base_flops,
@@ -247,6 +256,9 @@ class Judge:
             self._fill_speed(rec, base, m, precision)
 
 
+MIN_SAMPLES = 12
+"""Timed calls per model and batch size the judge's budget allows at least (of the original's
+slowest call), so the speed-up interval rests on enough samples."""
 _MAX_CI_WIDTH = 1.6
 """Largest acceptable ratio of the speed-up interval's ends (hi/lo) before re-measuring."""
 _MAX_DRIFT = 1.5
