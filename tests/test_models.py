@@ -22,6 +22,33 @@ def test_torchvision_source_builds_resnet18() -> None:
     assert sum(p.numel() for p in m.require_module().parameters()) == 11_689_512
 
 
+def test_random_weight_sources_are_the_same_network_in_every_process() -> None:
+    """optimize builds candidates in worker processes: a differently initialised network there
+    would be compared with another one here (cosine ~0 on ResNet-18)."""
+    import subprocess
+    import sys
+
+    import torch
+
+    torch.manual_seed(123)
+    a = load_model("torchvision:resnet18").module
+    after_load = torch.rand(1)
+    assert a is not None
+    code = (
+        "import torch; from torchslim.models import load_model; "
+        "m = load_model('torchvision:resnet18').module; "
+        "print(float(m.conv1.weight.double().sum()))"
+    )
+    other = float(
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout
+    )
+    assert float(a.conv1.weight.double().sum()) == other
+    torch.manual_seed(123)
+    assert torch.equal(torch.rand(1), after_load)  # loading left the caller's random state alone
+
+
 def test_unknown_torchvision_name() -> None:
     with pytest.raises(SourceError, match="no model named"):
         load_model("torchvision:resnet_nope")

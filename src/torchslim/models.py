@@ -204,11 +204,34 @@ def _image_spec(channels: int = 3, size: int = 224) -> InputSpec:
     return InputSpec((TensorSpec("input", (1, channels, size, size)),))
 
 
+RANDOM_WEIGHTS_SEED = 0
+"""Seed of the random initialisation of ``torchvision:``/``timm:`` models (no weights are
+downloaded): every process that loads the name gets the same network, so a candidate built in
+a worker process is compared with the same model the judge loaded."""
+
+
+def _seeded() -> Any:
+    """A context in which initialisation draws from :data:`RANDOM_WEIGHTS_SEED`, leaving the
+    caller's random state as it was."""
+    import contextlib
+
+    import torch
+
+    @contextlib.contextmanager
+    def ctx() -> Any:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_WEIGHTS_SEED)
+            yield
+
+    return ctx()
+
+
 def _load_torchvision(src: str, name: str, spec: InputSpec | None) -> LoadedModel:
     import torchvision
 
     try:
-        module = torchvision.models.get_model(name, weights=None)
+        with _seeded():
+            module = torchvision.models.get_model(name, weights=None)
     except ValueError as exc:
         raise SourceError(
             f"torchvision has no model named '{name}'.",
@@ -226,7 +249,8 @@ def _load_timm(src: str, name: str, spec: InputSpec | None) -> LoadedModel:
     except ImportError as exc:
         raise SourceError("timm is not installed.", "pip install timm") from exc
     try:
-        module = timm.create_model(name, pretrained=False)
+        with _seeded():
+            module = timm.create_model(name, pretrained=False)
     except RuntimeError as exc:
         raise SourceError(f"timm has no model named '{name}'.", "See timm.list_models().") from exc
     stated = _cfg_input_spec(module)
