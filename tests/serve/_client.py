@@ -68,3 +68,11 @@ def metric(url: str, name: str, **labels: str) -> float:
         if all(pairs.get(k, "").strip('"') == v for k, v in labels.items()):
             total += float(value)
     return total
+
+
+def read_json_object(stream: Any) -> dict[str, Any]:
+    """The one indented JSON object ``torchslim serve --json`` prints once it serves."""
+    lines = [stream.readline()]
+    while lines[-1] not in ("}\n", ""):
+        lines.append(stream.readline())
+    return dict(json.loads("".join(lines)))

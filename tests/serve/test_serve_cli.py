@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _client import Reply, logits, predict_json, request
+from _client import Reply, logits, predict_json, read_json_object, request
 from typer.testing import CliRunner
 
 from torchslim.cli.main import app
@@ -115,13 +115,6 @@ def test_sigterm_drains_accepted_requests_and_exits_cleanly(
             proc.wait(10)
 
 
-def _read_json_object(stream: Any) -> dict[str, Any]:
-    lines = [stream.readline()]
-    while lines[-1] not in ("}\n", ""):  # one indented JSON object, printed once listening
-        lines.append(stream.readline())
-    return dict(json.loads("".join(lines)))
-
-
 @pytest.mark.slow
 def test_workers_share_one_port_answer_correctly_and_all_drain_on_sigterm(
     artifacts: dict[str, Path],
@@ -133,7 +126,7 @@ def test_workers_share_one_port_answer_correctly_and_all_drain_on_sigterm(
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
-        info = _read_json_object(proc.stdout)
+        info = read_json_object(proc.stdout)
         url, pids = info["url"], info["pids"]
         assert info["workers"] == 2 and len(set(pids)) == 2 and proc.pid not in pids
         seen: dict[str, int] = {}

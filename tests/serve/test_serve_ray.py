@@ -4,7 +4,6 @@ as the plain server does, and drain and exit cleanly on SIGTERM."""
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
@@ -15,19 +14,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _client import logits, predict_json, request
+from _client import logits, predict_json, read_json_object, request
 from typer.testing import CliRunner
 
 from torchslim.cli.main import app
 
 pytest.importorskip("ray.serve", reason="ray[serve] is part of the serve extra")
-
-
-def _read_json_object(stream: Any) -> dict[str, Any]:
-    lines = [stream.readline()]
-    while lines[-1] not in ("}\n", ""):  # one indented JSON object, printed once serving
-        lines.append(stream.readline())
-    return dict(json.loads("".join(lines)))
 
 
 def _histogram(text: str, name: str) -> tuple[float, float]:
@@ -51,7 +43,7 @@ def test_ray_serve_replicas_answer_batch_and_drain(
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
-        info = _read_json_object(proc.stdout)
+        info = read_json_object(proc.stdout)
         assert info["replicas"] == 2 and info["ray"] == "local", info
         url = info["url"]
         # ready at once: the deployment runs only when every replica has warmed up

@@ -26,7 +26,6 @@ from __future__ import annotations
 import signal
 import socket
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -172,4 +171,3 @@ def serve_ray(
                 serve.shutdown()
             finally:
                 ray.shutdown()
-                time.sleep(0.1)
