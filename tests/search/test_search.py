@@ -52,6 +52,21 @@ def test_space_yields_valid_unique_recipes_only() -> None:
     assert recoveries == {"kd", "finetune"}  # the recovery is a choice the search makes
 
 
+def test_cheap_candidates_try_every_quantization_before_runtime_variants() -> None:
+    dims = PRESETS["fast"].dimensions()
+    order = engine._cheap_first(dims)
+    cheap = [c for c in engine._all_choices(dims) if c["prune"] == 0.0]
+    assert sorted(map(str, order)) == sorted(map(str, cheap))  # all of them, nothing else
+    defaults = {k: v[0] for k, v in dims.items()}
+    assert order[0] == defaults
+    quantized = len(dims["quantize"]) - 1  # each quantization, everything else at its default
+    assert [c["quantize"] for c in order[1 : 1 + quantized]] == dims["quantize"][1:]
+    for c in order[1 : 1 + quantized]:
+        assert {k for k in c if c[k] != defaults[k]} == {"quantize"}
+    changed = [sum(c[k] != defaults[k] for k in c) for c in order]
+    assert changed == sorted(changed)  # breadth first: single changes before pairs
+
+
 def test_static_shapes_are_an_openvino_choice() -> None:
     space = SearchSpace(quantize=("none", "static/openvino"), runtimes=("openvino", "onnxruntime"))
 

@@ -326,8 +326,7 @@ def optimize(
             rec = SearchRecord(**rec_data)
             records[rec.key] = rec
     if not resume:  # cheap first: every no-retraining combination before anything that prunes
-        cheap = [c for c in _all_choices(dims) if c["prune"] == 0.0 and c["factorize"] == "none"]
-        for c in cheap:
+        for c in _cheap_first(dims):
             study.enqueue_trial(c, skip_if_exists=True)
 
     batch = batch_sizes[0]
@@ -471,6 +470,30 @@ def _all_choices(dims: dict[str, list[Any]]) -> list[dict[str, Any]]:
 
     keys = list(dims)
     return [dict(zip(keys, vals, strict=True)) for vals in itertools.product(*dims.values())]
+
+
+_BREADTH_ORDER = ("quantize", "shapes", "precision", "runtime", "hint", "threads")
+"""Which single change from the defaults is tried first among the no-retraining candidates:
+quantization is the largest lever on CPU, then what specialises the compiled model."""
+
+
+def _cheap_first(dims: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """Every no-retraining combination, breadth first: the defaults, then each single change
+    (in ``_BREADTH_ORDER``), then pairs, and so on.
+
+    In product order a short time budget would be spent on every runtime variant of the float
+    model before any quantized candidate is built (seen on ResNet-18: three OpenVINO FP32
+    variants in 300 s, while OpenVINO INT8 was 7× faster than them).
+    """
+    cheap = [c for c in _all_choices(dims) if c["prune"] == 0.0 and c["factorize"] == "none"]
+    keys = [k for k in _BREADTH_ORDER if k in dims] + [k for k in dims if k not in _BREADTH_ORDER]
+
+    def order(c: dict[str, Any]) -> tuple[int, list[int], list[int]]:
+        idx = [dims[k].index(c[k]) for k in keys]
+        changed = [i for i, v in enumerate(idx) if v]
+        return len(changed), changed, idx
+
+    return sorted(cheap, key=order)
 
 
 FINALISTS = 4
